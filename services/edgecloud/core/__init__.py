@@ -1,0 +1,1 @@
+"""Small shared core: OpenAI wire models, errors, metrics helpers, server-sent events, settings."""

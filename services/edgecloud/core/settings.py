@@ -1,0 +1,22 @@
+"""What every service's settings share: where it listens and how it logs.
+
+Each service subclasses ``ServerSettings`` with its own environment prefix (``GATEWAY_``,
+``LLMSIM_`` ...), so one typed object holds a service's whole configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    host: str = Field("127.0.0.1", description="Address to listen on; loopback unless deployed.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    log_level: LogLevel = Field("info", description="Log level of the service and of uvicorn.")

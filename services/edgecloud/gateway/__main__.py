@@ -1,0 +1,3 @@
+from edgecloud.gateway.app import main
+
+main()

@@ -1,0 +1,108 @@
+"""The gateway's HTTP shell: an OpenAI-compatible front over ``GatewayService``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from edgecloud.core.errors import PayloadTooLargeError, error_response, install_error_handlers
+from edgecloud.core.metrics import metrics_response
+from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
+from edgecloud.core.server import serve
+from edgecloud.core.sse import SSE_MEDIA_TYPE
+from edgecloud.gateway.metrics import GatewayMetrics
+from edgecloud.gateway.service import Endpoint, GatewayService, Relay
+from edgecloud.gateway.settings import GatewaySettings
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class IngressMiddleware:
+    """Stamps each request's arrival time (TTFT counts from here) and refuses oversized bodies."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["arrived"] = time.perf_counter()
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if length.isdigit() and int(length) > self.max_body_bytes:
+                error = PayloadTooLargeError(f"The request body is larger than {self.max_body_bytes} bytes.")
+                await error_response(error.status, error.to_response())(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _to_response(relay: Relay) -> Response:
+    if relay.stream is not None:
+        return StreamingResponse(relay.stream, media_type=SSE_MEDIA_TYPE, headers={**STREAM_HEADERS, **relay.headers})
+    return Response(relay.body, media_type="application/json", headers=relay.headers)
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    service = GatewayService(settings, GatewayMetrics())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        yield
+        await service.close()
+
+    app = FastAPI(title="edgecloud gateway", version="0.1.0", lifespan=lifespan)
+    app.state.service = service
+    install_error_handlers(app)
+    app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    async def _generate(raw: Request, endpoint: Endpoint, body: ChatCompletionRequest | CompletionRequest) -> Response:
+        gateway: GatewayService = raw.app.state.service
+        gateway.authorize(raw.headers.get("authorization"))
+        relay = await gateway.generate(
+            endpoint,
+            body,
+            route_header=raw.headers.get("x-route"),
+            request_id=raw.headers.get("x-request-id"),
+            arrived=raw.state.arrived,
+        )
+        return _to_response(relay)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, raw: Request) -> Response:
+        return await _generate(raw, Endpoint.CHAT, body)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, raw: Request) -> Response:
+        return await _generate(raw, Endpoint.COMPLETIONS, body)
+
+    @app.get("/v1/models")
+    async def models(raw: Request, authorization: Annotated[str | None, Header()] = None) -> ModelList:
+        raw.app.state.service.authorize(authorization)
+        return raw.app.state.service.models()
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics(raw: Request) -> Response:
+        return metrics_response(raw.app.state.service.metrics.registry)
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="OpenAI-compatible edge-cloud gateway (settings: GATEWAY_* env).")
+    parser.add_argument("--host", help="listen address (GATEWAY_HOST)")
+    parser.add_argument("--port", type=int, help="listen port (GATEWAY_PORT)")
+    args = parser.parse_args()
+    overrides = {key: value for key, value in vars(args).items() if value is not None}
+    settings = GatewaySettings(**overrides)
+    serve(create_app(settings), settings)

@@ -1,0 +1,201 @@
+"""HTTP to the backends and the chunk-by-chunk relay of their answers, with timing.
+
+aiohttp is the upstream client: its C HTTP parser keeps the per-chunk cost of relaying small
+enough that relayed throughput stays close to direct throughput (see BENCHMARKS.md). Each upstream
+SSE event is forwarded as soon as its line arrives; nothing is buffered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
+
+import aiohttp
+
+from edgecloud.core.errors import (
+    RelayedError,
+    ServiceError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    error_body,
+)
+from edgecloud.core.sse import DONE_EVENT
+from edgecloud.gateway.routing import Backend
+from edgecloud.gateway.settings import GatewaySettings
+from edgecloud.gateway.timing import RequestTiming
+
+logger = logging.getLogger(__name__)
+
+# Statuses a backend may return that are the client's doing, passed on unchanged.
+RELAYED_CLIENT_STATUSES = frozenset({400, 404, 413, 422, 429})
+_EMPTY_TOKEN_MARKERS = (b'"content":""', b'"content": ""', b'"text":""', b'"text": ""', b'"delta":{}')
+_NULL_USAGE_MARKERS = (b'"usage":null', b'"usage": null')
+
+
+class UpstreamClient:
+    """A pooled aiohttp session to the backends; start it inside the event loop that uses it."""
+
+    def __init__(self, settings: GatewaySettings):
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.connect_timeout_s,
+            sock_connect=settings.connect_timeout_s,
+            sock_read=settings.read_timeout_s,
+        )
+        self._max_connections = settings.max_upstream_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post(
+        self, backend: Backend, path: str, payload: dict[str, Any], request_id: str
+    ) -> aiohttp.ClientResponse:
+        """POST ``payload`` to the backend; return the open response if it is a 200, else raise."""
+        if self._session is None:
+            raise UpstreamUnavailableError("The gateway's upstream client is not started.")
+        headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
+        if backend.api_key is not None:
+            headers["Authorization"] = f"Bearer {backend.api_key.get_secret_value()}"
+        url = f"{backend.base_url}{path}"
+        try:
+            response = await self._session.post(url, data=json.dumps(payload), headers=headers)
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeoutError(f"The {backend.route} backend did not answer in time.") from None
+        except aiohttp.ClientConnectionError as exc:
+            raise UpstreamUnavailableError(
+                f"The {backend.route} backend is unreachable: {type(exc).__name__}."
+            ) from None
+        if response.status != HTTPStatus.OK:
+            body = await _read_quietly(response)
+            raise error_from_upstream(backend, response.status, body)
+        return response
+
+
+async def _read_quietly(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.read()
+    except (TimeoutError, aiohttp.ClientError):
+        return b""
+    finally:
+        response.release()
+
+
+def error_from_upstream(backend: Backend, status: int, body: bytes) -> ServiceError:
+    """Map a backend's error answer to ours: client errors pass through, the rest become 502/503."""
+    message, error_type, param, code = _parse_error(body)
+    if status in RELAYED_CLIENT_STATUSES:
+        return RelayedError(status, message or HTTPStatus(status).phrase, error_type, param=param, code=code)
+    if status == HTTPStatus.SERVICE_UNAVAILABLE:
+        return UpstreamUnavailableError(f"The {backend.route} backend is unavailable: {message or 'no detail'}.")
+    if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+        return UpstreamError(f"The {backend.route} backend refused the gateway's credentials ({status}).")
+    return UpstreamError(f"The {backend.route} backend failed with status {status}: {message or 'no detail'}.")
+
+
+def _parse_error(body: bytes) -> tuple[str, str, str | None, str | None]:
+    """Read an OpenAI-shaped error, or vLLM's older flat one (``{"object": "error", "message": ...}``)."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body[:200].decode(errors="replace").strip(), "invalid_request_error", None, None
+    detail = parsed.get("error", parsed) if isinstance(parsed, dict) else {}
+    if not isinstance(detail, dict):
+        return str(detail), "invalid_request_error", None, None
+    code = detail.get("code")
+    return (
+        str(detail.get("message", "")),
+        str(detail.get("type") or "invalid_request_error"),
+        detail.get("param"),
+        None if code is None else str(code),
+    )
+
+
+def _record_usage(timing: RequestTiming, usage: dict[str, Any] | None) -> None:
+    if usage:
+        timing.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        timing.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+
+def read_completion(body: bytes, timing: RequestTiming) -> None:
+    """Take the token counts from a non-streamed answer."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return
+    if isinstance(parsed, dict):
+        _record_usage(timing, parsed.get("usage"))
+
+
+def _carries_usage(data: bytes) -> bool:
+    return b'"usage"' in data and not any(marker in data for marker in _NULL_USAGE_MARKERS)
+
+
+def _carries_token(data: bytes) -> bool:
+    return b'"choices":[]' not in data and not any(marker in data for marker in _EMPTY_TOKEN_MARKERS)
+
+
+class StreamOutcome:
+    SUCCESS = "success"
+    UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_DISCONNECT = "upstream_disconnect"
+    CLIENT_DISCONNECT = "client_disconnect"
+
+
+async def relay_stream(
+    response: aiohttp.ClientResponse, timing: RequestTiming, client_wants_usage: bool, outcome: list[str]
+) -> AsyncIterator[bytes]:
+    """Forward the backend's SSE events one by one as they arrive.
+
+    Usage is always requested upstream (to count tokens exactly); the usage-only chunk is dropped
+    when the client did not ask for it. ``outcome`` receives how the stream ended.
+    """
+    finished = False
+    try:
+        async for line in response.content:
+            data = line.strip()
+            if not data:
+                continue
+            if not data.startswith(b"data:"):
+                yield data + b"\n\n"
+                continue
+            payload = data[5:].lstrip()
+            if payload == b"[DONE]":
+                finished = True
+                yield DONE_EVENT
+                break
+            if payload.startswith(b'{"error"'):
+                outcome.append(StreamOutcome.UPSTREAM_ERROR)
+                yield data + b"\n\n"
+                return
+            if _carries_usage(payload):
+                chunk = json.loads(payload)
+                _record_usage(timing, chunk.get("usage"))
+                if not chunk.get("choices"):
+                    if client_wants_usage:
+                        yield data + b"\n\n"
+                    continue
+            if _carries_token(payload):
+                timing.mark_token_chunk()
+            yield data + b"\n\n"
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        logger.warning("upstream stream broke: %s", type(exc).__name__)
+    finally:
+        response.close()
+        timing.mark_finished()
+    if not finished:
+        outcome.append(StreamOutcome.UPSTREAM_DISCONNECT)
+        body = error_body("The backend closed the stream before it was complete.", "upstream_error")
+        yield b"data: " + body.model_dump_json().encode() + b"\n\n"
+        return
+    outcome.append(StreamOutcome.SUCCESS)

@@ -1,0 +1,70 @@
+"""What the gateway measures of one request, with vLLM's definitions of TTFT, ITL and TPOT.
+
+TTFT is counted from the moment the request reached the gateway, so it includes the gateway's own
+overhead and the backend's queueing: it is the delay the base station sees (eq. 3's t^TTFT).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RequestTiming:
+    clock: Callable[[], float] = time.perf_counter
+    arrived: float = -1.0
+    upstream_sent: float | None = None
+    first_token: float | None = None
+    last_token: float | None = None
+    finished: float | None = None
+    inter_token_gaps: list[float] = field(default_factory=list)
+    token_chunks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.arrived < 0:
+            self.arrived = self.clock()
+
+    def mark_upstream_sent(self) -> None:
+        self.upstream_sent = self.clock()
+
+    def mark_token_chunk(self) -> None:
+        """A chunk carrying generated text was relayed."""
+        now = self.clock()
+        if self.first_token is None:
+            self.first_token = now
+        elif self.last_token is not None:
+            self.inter_token_gaps.append(now - self.last_token)
+        self.last_token = now
+        self.token_chunks += 1
+
+    def mark_finished(self) -> None:
+        self.finished = self.clock()
+
+    @property
+    def overhead(self) -> float:
+        """Time spent in the gateway before the request left for the backend."""
+        return (self.upstream_sent or self.clock()) - self.arrived
+
+    @property
+    def output_tokens(self) -> int:
+        """Tokens generated: the backend's usage count when it gave one, else the chunks relayed."""
+        return self.completion_tokens if self.completion_tokens is not None else self.token_chunks
+
+    @property
+    def e2e(self) -> float:
+        return (self.finished or self.clock()) - self.arrived
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_token is None else self.first_token - self.arrived
+
+    @property
+    def tpot(self) -> float | None:
+        """vLLM's TPOT: (e2e - TTFT) / (output tokens - 1), over the decode phase only."""
+        if self.first_token is None or self.last_token is None or self.output_tokens < 2:
+            return None
+        return (self.last_token - self.first_token) / (self.output_tokens - 1)

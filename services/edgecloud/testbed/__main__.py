@@ -1,0 +1,3 @@
+from edgecloud.testbed.cli import main
+
+main()

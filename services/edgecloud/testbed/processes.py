@@ -1,0 +1,132 @@
+"""Local processes of the testbed (and of the test suite): start, wait until healthy, stop cleanly.
+
+Each process runs in its own session so that stopping it also stops what it spawned (vLLM starts
+an engine process of its own). Output goes to a log file, never to the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+HealthCheck = Callable[[], bool]
+# How often a starting process is polled, and how long a stopping one gets before SIGKILL.
+POLL_INTERVAL_S = 0.25
+STOP_GRACE_S = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_ok(url: str) -> HealthCheck:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def tcp_open(port: int, host: str = "127.0.0.1") -> HealthCheck:
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    return check
+
+
+class ProcessFailed(RuntimeError):
+    """A process exited or did not become healthy in time; the message ends with its log's tail."""
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    healthy: HealthCheck
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    startup_timeout_s: float = 60.0
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            list(self.argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        log.close()
+
+    def wait_healthy(self, on_wait: Callable[[float], None] | None = None) -> float:
+        """Block until the health check passes; return the seconds it took. ``on_wait`` sees progress."""
+        timeout_s = self.startup_timeout_s
+        started = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - started
+            if self.popen is not None and self.popen.poll() is not None:
+                raise ProcessFailed(f"{self.name} exited with code {self.popen.returncode}.\n{self.log_tail()}")
+            if self.healthy():
+                return elapsed
+            if elapsed > timeout_s:
+                raise ProcessFailed(f"{self.name} was not healthy after {timeout_s:.0f} s.\n{self.log_tail()}")
+            if on_wait is not None:
+                on_wait(elapsed)
+            time.sleep(POLL_INTERVAL_S)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def last_log_line(self) -> str:
+        tail = self.log_tail(1).strip()
+        return tail if tail != "(no log)" else ""
+
+    def stop(self) -> None:
+        """SIGTERM the process group, then SIGKILL it if it is still there after a grace period."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        except ProcessLookupError:
+            pass
+        _kill_leftovers(self.popen.pid)
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+def _kill_leftovers(process_group: int) -> None:
+    """Children that outlived their leader (vLLM's engine) still carry its process group."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process_group, signal.SIGKILL)

@@ -1,0 +1,38 @@
+"""Configuration of the local testbed: environment variables prefixed ``TESTBED_`` (or CLI flags)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TestbedSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TESTBED_", extra="ignore")
+
+    edge: Literal["vllm", "sim"] = Field(
+        "vllm", description="Edge backend: the real vLLM CPU build with SmolLM2, or the Llama-3-8B simulator."
+    )
+    gateway_port: int = Field(8000, description="Gateway port (OpenAI base URL http://127.0.0.1:PORT/v1).")
+    edge_port: int = Field(8001, description="Edge LLM port.")
+    cloud_port: int = Field(8002, description="Cloud simulator port.")
+    redis_port: int = Field(6379, description="Redis port; Redis's own default.")
+    state_dir: Path = Field(Path(".testbed"), description="Logs and Redis data of this testbed run.")
+    vllm_python: Path = Field(Path(".venv-vllm/bin/python"), description="Python of the vLLM venv (scripts/bootstrap).")
+    model_dir: Path = Field(
+        Path(".cache/models/smollm2-135m-instruct"), description="Prepared edge model (scripts/bootstrap)."
+    )
+    edge_sim_profile: str = Field("llama-3-8b-edge", description="Simulator profile at the edge in sim mode (paper).")
+    cloud_sim_profile: str = Field("gpt-4o-cloud", description="Simulator profile of the cloud (paper's GPT-4o).")
+    vllm_startup_timeout_s: float = Field(
+        900.0, description="vLLM's first start compiles for about 2 minutes on 2 cores; later starts are faster."
+    )
+    startup_timeout_s: float = Field(60.0, description="Startup limit for Redis, the simulators and the gateway.")
+    demo_prompt: str = Field(
+        "In two sentences, why would a base station serve a chat request on an edge LLM?",
+        description="The real prompt sent through the gateway once everything is up.",
+    )
+    demo_max_tokens: int = Field(64, ge=2, description="Output limit of the demo prompt.")
+    once: bool = Field(False, description="Stop after the demo prompt instead of serving until Ctrl-C.")

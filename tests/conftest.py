@@ -1,0 +1,140 @@
+"""Session fixtures that start real services once: simulators and a gateway, and the local testbed with real vLLM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from edgecloud.testbed.processes import free_port
+from servers import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+MODEL_DIR = ROOT / ".cache" / "models" / "smollm2-135m-instruct"
+READY_LINE = "ready; press Ctrl-C to stop"
+# vLLM's first start on 2 cores compiles for about 2 minutes; leave room for a loaded CI machine.
+TESTBED_START_TIMEOUT_S = 900.0
+
+
+@dataclass
+class RunningTestbed:
+    process: subprocess.Popen[str]
+    gateway_url: str
+    edge_url: str
+    cloud_url: str
+    output: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+def start_testbed(tmp_path: Path, *flags: str) -> RunningTestbed:
+    """``python -m edgecloud.testbed`` on free ports, its output collected by a reader thread."""
+    ports = {name: free_port() for name in ("gateway", "edge", "cloud", "redis")}
+    env = {
+        **os.environ,
+        "TESTBED_GATEWAY_PORT": str(ports["gateway"]),
+        "TESTBED_EDGE_PORT": str(ports["edge"]),
+        "TESTBED_CLOUD_PORT": str(ports["cloud"]),
+        "TESTBED_REDIS_PORT": str(ports["redis"]),
+        "TESTBED_STATE_DIR": str(tmp_path),
+        "TESTBED_VLLM_PYTHON": str(VLLM_PYTHON),
+        "TESTBED_MODEL_DIR": str(MODEL_DIR),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgecloud.testbed", *flags],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    testbed = RunningTestbed(
+        process,
+        gateway_url=f"http://127.0.0.1:{ports['gateway']}/v1",
+        edge_url=f"http://127.0.0.1:{ports['edge']}/v1",
+        cloud_url=f"http://127.0.0.1:{ports['cloud']}/v1",
+    )
+    assert process.stdout is not None
+    threading.Thread(target=lambda: testbed.output.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    return testbed
+
+
+def wait_for_output(testbed: RunningTestbed, needle: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while needle not in testbed.text():
+        if testbed.process.poll() is not None:
+            time.sleep(0.5)
+            pytest.fail(f"testbed exited with {testbed.process.returncode}:\n{testbed.text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"testbed not ready after {timeout_s:.0f} s:\n{testbed.text()}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def vllm_testbed(tmp_path_factory: pytest.TempPathFactory):
+    """The README's first command with real vLLM at the edge, up for the whole session, then Ctrl-C."""
+    if not VLLM_PYTHON.exists() or not (MODEL_DIR / ".prepared").exists():
+        pytest.fail("vLLM venv or model missing: run scripts/bootstrap (scripts/test does it for you)")
+    testbed = start_testbed(tmp_path_factory.mktemp("testbed"))
+    try:
+        wait_for_output(testbed, READY_LINE, TESTBED_START_TIMEOUT_S)
+        yield testbed
+    finally:
+        testbed.process.send_signal(signal.SIGINT)
+        testbed.process.wait(timeout=60)
+    assert testbed.process.returncode == 0, testbed.text()
+    assert "[testbed] stopped" in testbed.text()
+
+
+def start_simulator(log_dir: Path, profile: str, **settings: str) -> tuple[ServerProcess, str]:
+    """A simulator serving ``profile`` under the profile's name; returns it and its OpenAI base URL."""
+    env = {"LLMSIM_PORT": "{port}", "LLMSIM_PROFILE": profile, "LLMSIM_MODEL": profile}
+    env.update({f"LLMSIM_{key.upper()}": value for key, value in settings.items()})
+    server = ServerProcess("edgecloud.llmsim", env=env, log_path=log_dir / f"llmsim-{profile}-{free_port()}.log")
+    return server.start().wait_ready(), f"{server.base_url}/v1"
+
+
+def start_gateway(log_dir: Path, **settings: str) -> tuple[ServerProcess, str]:
+    """A gateway with ``settings`` as GATEWAY_* variables; returns it and its base URL (without /v1)."""
+    env = {"GATEWAY_PORT": "{port}", **{f"GATEWAY_{key.upper()}": value for key, value in settings.items()}}
+    server = ServerProcess("edgecloud.gateway", env=env, log_path=log_dir / f"gateway-{free_port()}.log")
+    return server.start().wait_ready(), server.base_url
+
+
+@dataclass
+class SimulatedStack:
+    gateway_url: str
+    edge_url: str
+    cloud_url: str
+    edge_model: str
+    cloud_model: str
+
+
+@pytest.fixture(scope="session")
+def sim_stack(tmp_path_factory: pytest.TempPathFactory):
+    """Gateway in front of two simulators with the paper's edge (Llama-3-8B) and cloud (GPT-4o) profiles."""
+    logs = tmp_path_factory.mktemp("sim-stack")
+    edge, edge_url = start_simulator(logs, "llama-3-8b-edge")
+    cloud, cloud_url = start_simulator(logs, "gpt-4o-cloud")
+    gateway, gateway_url = start_gateway(
+        logs,
+        edge_url=edge_url,
+        edge_model="llama-3-8b-edge",
+        edge_max_model_len="8192",
+        cloud_url=cloud_url,
+        cloud_model="gpt-4o-cloud",
+    )
+    try:
+        yield SimulatedStack(gateway_url, edge_url, cloud_url, "llama-3-8b-edge", "gpt-4o-cloud")
+    finally:
+        for process in (gateway, cloud, edge):
+            process.stop()

@@ -1,0 +1,262 @@
+"""The gateway over real HTTP with the official openai client, in front of real simulator processes."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from conftest import start_gateway, start_simulator
+
+MESSAGES = [{"role": "user", "content": "Translate 'good morning' into French."}]
+
+
+@pytest.fixture(scope="module")
+def client(sim_stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{sim_stack.gateway_url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+def test_models_lists_auto_and_both_backends(client, sim_stack):
+    ids = [model.id for model in client.models.list()]
+    assert ids == ["edgecloud-auto", sim_stack.edge_model, sim_stack.cloud_model]
+
+
+@pytest.mark.parametrize(("route", "model_key"), [("edge", "edge_model"), ("cloud", "cloud_model")])
+def test_chat_non_streaming_by_route_header(client, sim_stack, route, model_key):
+    raw = client.chat.completions.with_raw_response.create(
+        model="edgecloud-auto", messages=MESSAGES, max_tokens=10, extra_headers={"x-route": route}
+    )
+    completion = raw.parse()
+    assert raw.headers["x-route"] == route
+    assert raw.headers["x-backend-model"] == getattr(sim_stack, model_key)
+    assert 0 <= float(raw.headers["x-gateway-overhead-ms"]) < 1000
+    assert completion.usage.completion_tokens == 10
+    assert completion.choices[0].message.content
+
+
+def test_chat_streaming_with_usage(client, sim_stack):
+    stream = client.chat.completions.create(
+        model=sim_stack.cloud_model,
+        messages=MESSAGES,
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == 8
+
+
+def test_chat_streaming_without_usage_has_no_usage_chunk(client, sim_stack):
+    chunks = list(client.chat.completions.create(model=sim_stack.edge_model, messages=MESSAGES, max_tokens=5,
+                                                 stream=True))  # fmt: skip
+    assert chunks and all(chunk.usage is None and chunk.choices for chunk in chunks)
+
+
+def test_completions_streaming_and_not(client, sim_stack):
+    completion = client.completions.create(model=sim_stack.edge_model, prompt="Once upon a time", max_tokens=7)
+    assert completion.usage.completion_tokens == 7
+    stream = client.completions.create(
+        model=sim_stack.edge_model, prompt="Once upon a time", max_tokens=7, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices)
+    assert chunks[-1].usage.completion_tokens == 7
+
+
+def test_streaming_is_relayed_chunk_by_chunk(sim_stack):
+    """Chunks reach the client spread over the generation time, not in one burst at the end."""
+    body = {"model": sim_stack.cloud_model, "messages": MESSAGES, "max_tokens": 20, "stream": True}
+    arrivals = []
+    with httpx.stream("POST", f"{sim_stack.gateway_url}/v1/chat/completions", json=body, timeout=30) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                arrivals.append(time.perf_counter())
+    # The GPT-4o profile's TPOT is 1/32 s: 19 gaps take about 0.6 s; a buffered relay would show ~0.
+    assert arrivals[-1] - arrivals[0] > 0.3
+
+
+def _error(response: httpx.Response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"]
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        (b"{not json", None),
+        (b'{"model": "edgecloud-auto"}', "messages"),
+        (b'{"model": "edgecloud-auto", "messages": "hi"}', "messages"),
+        (b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}', "model"),
+        (b'{"model": "edgecloud-auto", "messages": [{"role": "user", "content": "x"}], "max_tokens": -5}',
+         "max_tokens"),
+        (b'{"model": "edgecloud-auto", "messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"}',
+         "max_tokens"),
+        (b'{"model": "edgecloud-auto", "messages": [{"role": "user", "content": "x"}], "max_tokens": 99999999}',
+         "max_tokens"),
+        (b'[1, 2, 3]', None),
+    ],
+)  # fmt: skip
+def test_bad_input_is_an_openai_shaped_400(sim_stack, payload, param):
+    response = httpx.post(
+        f"{sim_stack.gateway_url}/v1/chat/completions",
+        content=payload,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    error = _error(response)
+    if param is not None:
+        assert error["param"] == param
+
+
+def test_unknown_model_is_a_404(client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-5-imaginary", messages=MESSAGES)
+    assert caught.value.body["code"] == "model_not_found"
+
+
+def test_prompt_over_context_length_is_a_400(client, sim_stack):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=sim_stack.edge_model, prompt="word " * 9000, max_tokens=5)
+    assert caught.value.body["code"] == "context_length_exceeded"
+
+
+def test_unknown_path_and_oversized_body(sim_stack):
+    assert _error(httpx.get(f"{sim_stack.gateway_url}/v1/nothing-here")) is not None
+    huge = b'{"model": "x", "prompt": "' + b"a" * (5 * 1024 * 1024) + b'"}'
+    response = httpx.post(f"{sim_stack.gateway_url}/v1/completions", content=huge,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 413
+    _error(response)
+
+
+def test_gateway_metrics_after_traffic(client, sim_stack):
+    list(client.chat.completions.create(model=sim_stack.edge_model, messages=MESSAGES, max_tokens=4, stream=True))
+    text = httpx.get(f"{sim_stack.gateway_url}/metrics").text
+    labels = f'model="{sim_stack.edge_model}",route="edge"'
+    for name in ("time_to_first_token_seconds", "inter_token_latency_seconds",
+                 "request_time_per_output_token_seconds", "e2e_request_latency_seconds"):  # fmt: skip
+        assert f"edgecloud_gateway_{name}_count{{{labels}}}" in text
+    assert f'edgecloud_gateway_requests_total{{model="{sim_stack.edge_model}",outcome="success",route="edge"}}' in text
+    assert f"edgecloud_gateway_generation_tokens_total{{{labels}}}" in text
+
+
+def test_gateway_ttft_includes_the_backend_ttft(client, sim_stack):
+    """The edge profile's TTFT is 0.23 s; the gateway's own TTFT histogram must see at least that."""
+    list(client.chat.completions.create(model=sim_stack.edge_model, messages=MESSAGES, max_tokens=3, stream=True))
+    text = httpx.get(f"{sim_stack.gateway_url}/metrics").text
+    labels = f'model="{sim_stack.edge_model}",route="edge"'
+    count = float(_sample(text, f"edgecloud_gateway_time_to_first_token_seconds_count{{{labels}}}"))
+    total = float(_sample(text, f"edgecloud_gateway_time_to_first_token_seconds_sum{{{labels}}}"))
+    assert total / count > 0.2
+
+
+def _sample(text: str, series: str) -> str:
+    return next(line.split()[-1] for line in text.splitlines() if line.startswith(series + " "))
+
+
+# --- backends that fail -------------------------------------------------------------------------
+
+
+class SilentServer:
+    """Accepts TCP connections and never answers: a backend that hangs."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.connections.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@pytest.fixture(scope="module")
+def failing_gateway(tmp_path_factory):
+    """Edge: nothing listens (down). Cloud: accepts but never answers (hung). Read timeout 1 s."""
+    logs = tmp_path_factory.mktemp("failing")
+    silent = SilentServer()
+    from edgecloud.testbed.processes import free_port
+
+    gateway, url = start_gateway(
+        logs,
+        edge_url=f"http://127.0.0.1:{free_port()}/v1",
+        cloud_url=f"http://127.0.0.1:{silent.port}/v1",
+        read_timeout_s="1.0",
+        connect_timeout_s="1.0",
+    )
+    yield url
+    gateway.stop()
+    silent.close()
+
+
+@pytest.mark.parametrize(("route", "status"), [("edge", 503), ("cloud", 504)])
+@pytest.mark.parametrize("stream", [False, True])
+def test_backend_down_or_hung_fails_fast(failing_gateway, route, status, stream):
+    body = {"model": "edgecloud-auto", "messages": MESSAGES, "max_tokens": 5, "stream": stream}
+    started = time.perf_counter()
+    response = httpx.post(f"{failing_gateway}/v1/chat/completions", json=body, headers={"x-route": route}, timeout=10)
+    assert time.perf_counter() - started < 3.0
+    assert response.status_code == status
+    assert route in _error(response)["message"]
+
+
+@pytest.fixture(scope="module")
+def flaky_stack(tmp_path_factory):
+    """One simulator per failure mode, each at rate 1.0, behind one gateway (edge: 429, cloud: cut streams)."""
+    logs = tmp_path_factory.mktemp("flaky")
+    limited, limited_url = start_simulator(logs, "zero", fail_429_rate="1.0")
+    cut, cut_url = start_simulator(logs, "zero", fail_disconnect_rate="1.0")
+    gateway, url = start_gateway(logs, edge_url=limited_url, edge_model="zero", cloud_url=cut_url, cloud_model="zero")
+    yield url
+    for process in (gateway, cut, limited):
+        process.stop()
+
+
+def test_backend_rate_limit_is_passed_on_as_429(flaky_stack):
+    client = openai.OpenAI(base_url=f"{flaky_stack}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="edgecloud-auto", messages=MESSAGES, extra_headers={"x-route": "edge"})
+
+
+def test_stream_cut_by_backend_ends_with_an_error_event(flaky_stack):
+    client = openai.OpenAI(base_url=f"{flaky_stack}/v1", api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(
+        model="edgecloud-auto", messages=MESSAGES, max_tokens=50, stream=True, extra_headers={"x-route": "cloud"}
+    )
+    with pytest.raises(openai.APIError, match="closed the stream"):
+        list(stream)
+    text = httpx.get(f"{flaky_stack}/metrics").text
+    assert 'outcome="upstream_disconnect",route="cloud"' in text
+
+
+def test_client_api_keys_are_enforced(tmp_path):
+    gateway, url = start_gateway(tmp_path, api_keys='["s3cret"]')
+    try:
+        denied = httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer wrong"})
+        assert denied.status_code == 401
+        _error(denied)
+        assert httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer s3cret"}).status_code == 200
+        assert "s3cret" not in gateway.log_path.read_text()
+    finally:
+        gateway.stop()
