@@ -14,7 +14,7 @@ from edgecloud.core.errors import (
     UpstreamUnavailableError,
 )
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest
-from edgecloud.gateway.relay import error_from_upstream
+from edgecloud.gateway.relay import SSEEventSplitter, StreamState, carries_token, carries_usage, error_from_upstream
 from edgecloud.gateway.routing import RouteSelector
 from edgecloud.gateway.settings import GatewaySettings, Route
 from edgecloud.gateway.timing import RequestTiming
@@ -34,7 +34,7 @@ def test_tpot_follows_vllm_definition():
     # arrived 0, tokens at 0.5, 0.6, 0.8, 0.9: TTFT 0.5, TPOT (0.9 - 0.5) / (4 - 1)
     timing = RequestTiming(clock=StepClock(0.0, 0.5, 0.6, 0.8, 0.9, 1.0))
     for _ in range(4):
-        timing.mark_token_chunk()
+        timing.mark_tokens()
     timing.mark_finished()
     assert timing.ttft == pytest.approx(0.5)
     assert timing.tpot == pytest.approx(0.4 / 3)
@@ -44,15 +44,15 @@ def test_tpot_follows_vllm_definition():
 
 def test_tpot_uses_backend_token_count_when_chunks_carry_several_tokens():
     timing = RequestTiming(clock=StepClock(0.0, 1.0, 2.0, 3.0))
-    timing.mark_token_chunk()
-    timing.mark_token_chunk()
+    timing.mark_tokens()
+    timing.mark_tokens()
     timing.completion_tokens = 11
     assert timing.tpot == pytest.approx(1.0 / 10)
 
 
 def test_tpot_undefined_for_a_single_token():
     timing = RequestTiming(clock=StepClock(0.0, 1.0))
-    timing.mark_token_chunk()
+    timing.mark_tokens()
     assert timing.tpot is None
 
 
@@ -136,3 +136,43 @@ def test_protocol_rejects_bad_requests(body):
     model = ChatCompletionRequest if "messages" in body else CompletionRequest
     with pytest.raises(ValueError):
         model.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("chunk", "token", "usage"),
+    [
+        (b'{"choices":[{"delta":{"content":"Hi"}}]}', True, False),
+        (b'{"choices":[{"delta":{"role":"assistant","content":""}}]}', False, False),
+        (b'{"choices":[{"delta":{},"finish_reason":"stop"}]}', False, False),
+        (b'{"choices":[{"text": " the"}], "usage": null}', True, False),
+        (b'{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3}}', False, True),
+    ],
+)
+def test_chunks_are_classified_without_parsing(chunk, token, usage):
+    assert carries_token(chunk) is token
+    assert carries_usage(chunk) is usage
+
+
+def test_sse_splitter_keeps_partial_events_for_the_next_read():
+    splitter = SSEEventSplitter()
+    assert splitter.feed(b'data: {"a":1}\n\ndata: {"b"') == [b'data: {"a":1}']
+    assert splitter.feed(b":2}\r\n\r\ndata: [DONE]\n\n") == [b'data: {"b":2}', b"data: [DONE]"]
+    assert splitter.feed(b"\n\n") == []
+
+
+def test_stream_state_times_a_batch_of_tokens_once_and_drops_unasked_usage():
+    timing = RequestTiming(clock=StepClock(0.0, 1.0))
+    state = StreamState(timing, client_wants_usage=False)
+    events = [
+        b'data: {"choices":[{"delta":{"content":"a"}}]}',
+        b'data: {"choices":[{"delta":{"content":"b"}}]}',
+        b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2}}',
+        b"data: [DONE]",
+    ]
+    forwarded = state.take(events)
+    assert b"usage" not in forwarded
+    assert forwarded.endswith(b"data: [DONE]\n\n")
+    assert forwarded.count(b"\n\n") == 3
+    assert state.done and timing.token_chunks == 2 and timing.output_tokens == 2
+    assert timing.prompt_tokens == 4
+    assert timing.inter_token_gaps == []

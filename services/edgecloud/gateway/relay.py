@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -32,8 +33,10 @@ logger = logging.getLogger(__name__)
 
 # Statuses a backend may return that are the client's doing, passed on unchanged.
 RELAYED_CLIENT_STATUSES = frozenset({400, 404, 413, 422, 429})
-_EMPTY_TOKEN_MARKERS = (b'"content":""', b'"content": ""', b'"text":""', b'"text": ""', b'"delta":{}')
-_NULL_USAGE_MARKERS = (b'"usage":null', b'"usage": null')
+# Byte-level tests on raw chunks, so that only the rare usage chunk is ever parsed as JSON:
+# a chunk carries a token if it has non-empty generated text (chat delta content or completion text).
+_TOKEN_TEXT = re.compile(rb'"(?:content|text)":\s*"(?!")')
+_USAGE_OBJECT = re.compile(rb'"usage":\s*\{')
 
 
 class UpstreamClient:
@@ -137,12 +140,12 @@ def read_completion(body: bytes, timing: RequestTiming) -> None:
         _record_usage(timing, parsed.get("usage"))
 
 
-def _carries_usage(data: bytes) -> bool:
-    return b'"usage"' in data and not any(marker in data for marker in _NULL_USAGE_MARKERS)
+def carries_usage(data: bytes) -> bool:
+    return _USAGE_OBJECT.search(data) is not None
 
 
-def _carries_token(data: bytes) -> bool:
-    return b'"choices":[]' not in data and not any(marker in data for marker in _EMPTY_TOKEN_MARKERS)
+def carries_token(data: bytes) -> bool:
+    return _TOKEN_TEXT.search(data) is not None
 
 
 class StreamOutcome:
@@ -152,50 +155,87 @@ class StreamOutcome:
     CLIENT_DISCONNECT = "client_disconnect"
 
 
+class SSEEventSplitter:
+    """Cuts a byte stream into complete SSE events; a partial event waits for the next read."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, block: bytes) -> list[bytes]:
+        data = self._pending + block.replace(b"\r\n", b"\n")
+        *events, self._pending = data.split(b"\n\n")
+        return [event for event in events if event.strip()]
+
+
 async def relay_stream(
     response: aiohttp.ClientResponse, timing: RequestTiming, client_wants_usage: bool, outcome: list[str]
 ) -> AsyncIterator[bytes]:
-    """Forward the backend's SSE events one by one as they arrive.
+    """Forward the backend's SSE events as they arrive, a network read at a time.
 
-    Usage is always requested upstream (to count tokens exactly); the usage-only chunk is dropped
-    when the client did not ask for it. ``outcome`` receives how the stream ended.
+    Whatever one read from the backend holds (one event, or several when the backend wrote them
+    together) goes to the client in one write, so the per-token cost stays small. Usage is always
+    requested upstream (to count tokens exactly); the usage-only chunk is dropped when the client
+    did not ask for it. ``outcome`` receives how the stream ended.
     """
-    finished = False
+    splitter = SSEEventSplitter()
+    state = StreamState(timing, client_wants_usage)
     try:
-        async for line in response.content:
-            data = line.strip()
-            if not data:
-                continue
-            if not data.startswith(b"data:"):
-                yield data + b"\n\n"
-                continue
-            payload = data[5:].lstrip()
-            if payload == b"[DONE]":
-                finished = True
-                yield DONE_EVENT
+        async for block in response.content.iter_any():
+            forward = state.take(splitter.feed(block))
+            if forward:
+                yield forward
+            if state.ended:
                 break
-            if payload.startswith(b'{"error"'):
-                outcome.append(StreamOutcome.UPSTREAM_ERROR)
-                yield data + b"\n\n"
-                return
-            if _carries_usage(payload):
-                chunk = json.loads(payload)
-                _record_usage(timing, chunk.get("usage"))
-                if not chunk.get("choices"):
-                    if client_wants_usage:
-                        yield data + b"\n\n"
-                    continue
-            if _carries_token(payload):
-                timing.mark_token_chunk()
-            yield data + b"\n\n"
     except (TimeoutError, aiohttp.ClientError) as exc:
         logger.warning("upstream stream broke: %s", type(exc).__name__)
     finally:
         response.close()
         timing.mark_finished()
-    if not finished:
+    if state.upstream_error:
+        outcome.append(StreamOutcome.UPSTREAM_ERROR)
+    elif not state.done:
         outcome.append(StreamOutcome.UPSTREAM_DISCONNECT)
         body = error_body("The backend closed the stream before it was complete.", "upstream_error")
         yield b"data: " + body.model_dump_json().encode() + b"\n\n"
-        return
-    outcome.append(StreamOutcome.SUCCESS)
+    else:
+        outcome.append(StreamOutcome.SUCCESS)
+
+
+class StreamState:
+    """Classifies the events of one stream: tokens, usage, the end, an error from the backend."""
+
+    def __init__(self, timing: RequestTiming, client_wants_usage: bool):
+        self.timing = timing
+        self.client_wants_usage = client_wants_usage
+        self.done = False
+        self.upstream_error = False
+
+    @property
+    def ended(self) -> bool:
+        return self.done or self.upstream_error
+
+    def take(self, events: list[bytes]) -> bytes:
+        """The bytes to forward for ``events``; token events are timed together, as they arrived together."""
+        forward: list[bytes] = []
+        tokens = 0
+        for event in events:
+            if self.ended:
+                break
+            payload = event.strip()[5:].lstrip() if event.lstrip().startswith(b"data:") else b""
+            if payload == b"[DONE]":
+                self.done = True
+                forward.append(DONE_EVENT)
+                continue
+            if payload.startswith(b'{"error"'):
+                self.upstream_error = True
+            elif payload and carries_usage(payload):
+                chunk = json.loads(payload)
+                _record_usage(self.timing, chunk.get("usage"))
+                if not chunk.get("choices") and not self.client_wants_usage:
+                    continue
+            if payload and not self.upstream_error and carries_token(payload):
+                tokens += 1
+            forward.append(event.strip() + b"\n\n")
+        if tokens:
+            self.timing.mark_tokens(tokens)
+        return b"".join(forward)

@@ -31,15 +31,19 @@ class RequestTiming:
     def mark_upstream_sent(self) -> None:
         self.upstream_sent = self.clock()
 
-    def mark_token_chunk(self) -> None:
-        """A chunk carrying generated text was relayed."""
+    def mark_tokens(self, chunks: int = 1) -> None:
+        """``chunks`` stream chunks carrying generated text arrived (together) and were relayed.
+
+        Chunks that arrive in one network read share one arrival time, so they add one inter-token
+        gap, not several zero gaps: a backend that batches its writes is timed by its batches.
+        """
         now = self.clock()
         if self.first_token is None:
             self.first_token = now
         elif self.last_token is not None:
             self.inter_token_gaps.append(now - self.last_token)
         self.last_token = now
-        self.token_chunks += 1
+        self.token_chunks += chunks
 
     def mark_finished(self) -> None:
         self.finished = self.clock()

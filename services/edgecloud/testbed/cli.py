@@ -52,7 +52,7 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
             ["bash", str(LAUNCH_SCRIPT), str(settings.model_dir), str(settings.edge_port)],
             logs / "edge-llm.log",
             http_ok(f"http://127.0.0.1:{settings.edge_port}/v1/models"),
-            env={"VLLM_PYTHON": str(settings.vllm_python.resolve())},
+            env={"VLLM_PYTHON": str(settings.vllm_python.absolute())},
             startup_timeout_s=settings.vllm_startup_timeout_s,
         )
     else:
