@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -54,6 +55,13 @@ class LevelResult:
     ttft_p50_ms: float
     ttft_p99_ms: float
     tokens_per_s: float
+    gateway_cpu_ms_per_request: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -99,36 +107,40 @@ async def closed_loop(url: str, concurrency: int, total: int, max_tokens: int) -
     return results, wall
 
 
-async def measure(path: str, url: str, concurrency: int, total: int, max_tokens: int) -> LevelResult:
+async def measure(path: str, url: str, concurrency: int, total: int, max_tokens: int, gateway_pid: int) -> LevelResult:
+    cpu_before = cpu_seconds(gateway_pid)
     results, wall = await closed_loop(url, concurrency, total, max_tokens)
+    gateway_cpu_ms = (cpu_seconds(gateway_pid) - cpu_before) * 1000 / len(results)
     ttfts = [r.ttft_s * 1000 for r in results]
     return LevelResult(
         path, concurrency, len(results), percentile(ttfts, 50), percentile(ttfts, 99),
-        sum(r.tokens for r in results) / wall,
+        sum(r.tokens for r in results) / wall, gateway_cpu_ms,
     )  # fmt: skip
 
 
-async def run(quick: bool, urls: dict[str, str]) -> dict[str, object]:
-    repeats = 1 if quick else 2
+async def run(quick: bool, urls: dict[str, str], gateway_pid: int) -> dict[str, object]:
+    repeats = 1 if quick else 3
     ttft_rows: list[dict[str, object]] = []
     for concurrency in TTFT_CONCURRENCY:
         total = max(100, concurrency * (2 if quick else 4))
         per_path: dict[str, list[LevelResult]] = {"direct": [], "gateway": []}
         for _ in range(repeats):
             for path in ("direct", "gateway"):
-                per_path[path].append(await measure(path, urls[path], concurrency, total, TTFT_MAX_TOKENS))
+                level = await measure(path, urls[path], concurrency, total, TTFT_MAX_TOKENS, gateway_pid)
+                per_path[path].append(level)
         direct, relayed = (_merge(per_path[p]) for p in ("direct", "gateway"))
         ttft_rows.append({
             "concurrency": concurrency,
             "direct_p50_ms": direct[0], "direct_p99_ms": direct[1],
             "gateway_p50_ms": relayed[0], "gateway_p99_ms": relayed[1],
             "added_p50_ms": relayed[0] - direct[0], "added_p99_ms": relayed[1] - direct[1],
+            "gateway_cpu_ms_per_request": statistics.mean(lv.gateway_cpu_ms_per_request for lv in per_path["gateway"]),
         })  # fmt: skip
     throughput: dict[str, list[float]] = {"direct": [], "gateway": []}
-    total = THROUGHPUT_CONCURRENCY * (1 if quick else 2)
+    total = THROUGHPUT_CONCURRENCY * (1 if quick else 3)
     for _ in range(repeats):
         for path in ("direct", "gateway"):
-            level = await measure(path, urls[path], THROUGHPUT_CONCURRENCY, total, THROUGHPUT_MAX_TOKENS)
+            level = await measure(path, urls[path], THROUGHPUT_CONCURRENCY, total, THROUGHPUT_MAX_TOKENS, gateway_pid)
             throughput[path].append(level.tokens_per_s)
     direct_tps = statistics.mean(throughput["direct"])
     relayed_tps = statistics.mean(throughput["gateway"])
@@ -150,14 +162,15 @@ def _merge(levels: list[LevelResult]) -> tuple[float, float]:
 
 def report(result: dict[str, object]) -> str:
     lines = [
-        "| concurrency | direct TTFT p50 / p99 (ms) | via gateway p50 / p99 (ms) | added p50 / p99 (ms) |",
-        "|---|---|---|---|",
+        "| concurrency | direct TTFT p50 / p99 (ms) | via gateway p50 / p99 (ms) | added p50 / p99 (ms) "
+        "| gateway CPU per request (ms) |",
+        "|---|---|---|---|---|",
     ]
     for row in result["ttft"]:  # type: ignore[union-attr]
         lines.append(
             f"| {row['concurrency']} | {row['direct_p50_ms']:.2f} / {row['direct_p99_ms']:.2f} "
             f"| {row['gateway_p50_ms']:.2f} / {row['gateway_p99_ms']:.2f} "
-            f"| {row['added_p50_ms']:.2f} / {row['added_p99_ms']:.2f} |"
+            f"| {row['added_p50_ms']:.2f} / {row['added_p99_ms']:.2f} | {row['gateway_cpu_ms_per_request']:.3f} |"
         )
     tp = result["throughput"]
     lines += [
@@ -196,7 +209,8 @@ def main() -> int:
         for process in (simulator, gateway):
             process.start()
             process.wait_healthy()
-        result = asyncio.run(asyncio.wait_for(run(args.quick, urls), RUN_LIMIT_S))
+        assert gateway.popen is not None
+        result = asyncio.run(asyncio.wait_for(run(args.quick, urls, gateway.popen.pid), RUN_LIMIT_S))
     finally:
         gateway.stop()
         simulator.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecloud.testbed.processes import free_port
+from edgecloud.testbed.processes import free_port, tcp_open
 from servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +93,9 @@ def vllm_testbed(tmp_path_factory: pytest.TempPathFactory):
         testbed.process.wait(timeout=60)
     assert testbed.process.returncode == 0, testbed.text()
     assert "[testbed] stopped" in testbed.text()
+    for url in (testbed.gateway_url, testbed.edge_url, testbed.cloud_url):
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert not tcp_open(port)(), f"something still listens on {port} after Ctrl-C"
 
 
 def start_simulator(log_dir: Path, profile: str, **settings: str) -> tuple[ServerProcess, str]:

@@ -260,3 +260,25 @@ def test_client_api_keys_are_enforced(tmp_path):
         assert "s3cret" not in gateway.log_path.read_text()
     finally:
         gateway.stop()
+
+
+def test_client_that_leaves_mid_stream_frees_the_backend(sim_stack):
+    """The upstream request is aborted at once: the backend's running count drops back to zero."""
+    body = {"model": sim_stack.cloud_model, "messages": MESSAGES, "max_tokens": 500, "stream": True}
+    with httpx.stream("POST", f"{sim_stack.gateway_url}/v1/chat/completions", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        while not next(lines).startswith("data: {"):
+            pass
+        running = _sample(httpx.get(f"{sim_stack.cloud_url.removesuffix('/v1')}/metrics").text,
+                          f'vllm:num_requests_running{{model_name="{sim_stack.cloud_model}"}}')  # fmt: skip
+        assert float(running) == 1.0
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        backend = httpx.get(f"{sim_stack.cloud_url.removesuffix('/v1')}/metrics").text
+        if float(_sample(backend, f'vllm:num_requests_running{{model_name="{sim_stack.cloud_model}"}}')) == 0.0:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the backend still runs the abandoned request")
+    gateway = httpx.get(f"{sim_stack.gateway_url}/metrics").text
+    assert 'outcome="client_disconnect",route="cloud"' in gateway

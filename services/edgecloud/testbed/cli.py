@@ -19,6 +19,7 @@ from edgecloud.testbed.settings import TestbedSettings
 EDGE_VLLM_MODEL = "smollm2-135m-instruct"
 LAUNCH_SCRIPT = Path("edge-llm/cpu/launch.sh")
 PROGRESS_EVERY_S = 10.0
+EDGE_DESCRIPTION = {"vllm": f"real vLLM (CPU), {EDGE_VLLM_MODEL}", "sim": "simulator, llama-3-8b-edge profile"}
 
 
 def redis_server_binary() -> str:
@@ -107,7 +108,7 @@ def _start_all(processes: list[ManagedProcess]) -> None:
 def _print_urls(settings: TestbedSettings) -> None:
     rows = [
         ("gateway", f"http://127.0.0.1:{settings.gateway_port}/v1", "OpenAI base URL for any client"),
-        ("edge-llm", f"http://127.0.0.1:{settings.edge_port}/v1", settings.edge),
+        ("edge-llm", f"http://127.0.0.1:{settings.edge_port}/v1", EDGE_DESCRIPTION[settings.edge]),
         ("cloud-llm", f"http://127.0.0.1:{settings.cloud_port}/v1", f"simulator, {settings.cloud_sim_profile}"),
         ("redis", f"redis://127.0.0.1:{settings.redis_port}", "append-only persistence"),
         ("metrics", f"http://127.0.0.1:{settings.gateway_port}/metrics", "Prometheus text format"),

@@ -1,0 +1,55 @@
+"""An SSE response for the relay that costs one plain asyncio task, not a task group per response.
+
+Starlette's ``StreamingResponse`` watches for the client leaving through an anyio task group, which
+showed as about a tenth of the gateway's CPU per request under load (BENCHMARKS.md). This response
+watches with one asyncio task instead and, when the client goes away, cancels the relay so that the
+upstream connection is closed at once and the backend stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from edgecloud.core.sse import SSE_MEDIA_TYPE
+
+
+class SSERelayResponse(Response):
+    media_type = SSE_MEDIA_TYPE
+
+    def __init__(self, events: AsyncGenerator[bytes, None], headers: dict[str, str]):
+        # Like StreamingResponse: no body, so no content-length; the body is chunked.
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.current_task()
+        assert relay is not None
+        client_left = asyncio.Event()
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, relay, client_left))
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for event in self.events:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not client_left.is_set():
+                raise
+            relay.uncancel()
+        finally:
+            watcher.cancel()
+            await self.events.aclose()
+
+
+async def _cancel_on_disconnect(receive: Receive, relay: asyncio.Task[None], client_left: asyncio.Event) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        while (await receive())["type"] != "http.disconnect":
+            continue
+        client_left.set()
+        relay.cancel()

