@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import httpx
 import openai
 import pytest
+
+from conftest import VLLM_PYTHON
+from edgecloud.core.metrics import REQUEST_LATENCY_BUCKETS, TOKEN_LATENCY_BUCKETS, TTFT_BUCKETS
 
 pytestmark = pytest.mark.vllm
 
@@ -86,3 +92,16 @@ def test_gateway_and_vllm_metrics_after_traffic(vllm_testbed, client):
     vllm = httpx.get(vllm_testbed.edge_url.removesuffix("/v1") + "/metrics").text
     for name in ("vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds", "vllm:num_requests_running"):
         assert name in vllm
+
+
+def test_histogram_buckets_are_vllms():
+    """Our buckets must stay vLLM's, so one dashboard reads the gateway and the backend alike."""
+    script = (
+        "import json; from vllm.v1.metrics import buckets as b; print(json.dumps([b.TIME_TO_FIRST_TOKEN_BUCKETS,"
+        " b.INTER_TOKEN_LATENCY_BUCKETS, b.REQUEST_LATENCY_BUCKETS]))"
+    )
+    output = subprocess.run([str(VLLM_PYTHON), "-c", script], capture_output=True, text=True, check=True).stdout
+    ttft, itl, e2e = json.loads(output.strip().splitlines()[-1])
+    assert list(TTFT_BUCKETS) == ttft
+    assert list(TOKEN_LATENCY_BUCKETS) == itl
+    assert list(REQUEST_LATENCY_BUCKETS) == e2e

@@ -1,8 +1,9 @@
 """Histogram buckets shared by every service, copied from vLLM so our histograms line up with its.
 
-Source: vLLM ``v1/metrics/loggers.py`` (PrometheusStatLogger), the buckets of
-``vllm:time_to_first_token_seconds``, ``vllm:inter_token_latency_seconds`` /
-``vllm:request_time_per_output_token_seconds`` and ``vllm:e2e_request_latency_seconds``.
+Source: vLLM 0.32.0 ``vllm/v1/metrics/buckets.py`` (TIME_TO_FIRST_TOKEN_BUCKETS,
+INTER_TOKEN_LATENCY_BUCKETS, REQUEST_LATENCY_BUCKETS), used by ``vllm:time_to_first_token_seconds``,
+``vllm:inter_token_latency_seconds`` / ``vllm:request_time_per_output_token_seconds`` and
+``vllm:e2e_request_latency_seconds``. ``tests/test_vllm_edge.py`` compares them with the installed vLLM.
 """
 
 from __future__ import annotations
