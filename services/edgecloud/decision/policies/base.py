@@ -1,0 +1,69 @@
+"""One small interface for every offloading policy, and the name -> class registry.
+
+Each policy (ICL, latest-experience ICL, DQN, always-edge, oracle, ...) is a class with one abstract
+method, ``choose``; ``learn`` lets policies that train online (DQN) see each experience. Like
+RouteLLM's ``Router`` and ``ROUTER_CLS``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+from edgecloud.decision.experience import Experience
+from edgecloud.decision.keywords import Action, TaskState
+
+
+class DecisionSource(StrEnum):
+    LLM = "llm"
+    EXPLORE = "explore"
+    CACHE = "cache"
+    FALLBACK = "fallback"
+    BASELINE = "baseline"
+
+
+# What the true outcome of an action would be for this request: (t_total in seconds, quality met).
+# Only experiments know it (they simulate both sides); the oracle reference needs it.
+OutcomeOf = Callable[[Action], tuple[float, bool]]
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    """What a policy may know besides x. Live requests have no ``outcome_of``."""
+
+    outcome_of: OutcomeOf | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    source: DecisionSource
+    scores: dict[str, float] = field(default_factory=dict)
+    """Candidate scores (log-probabilities for the LLM, Q-values for the DQN), by action name."""
+    pool_version: int | None = None
+    scoring_path: str | None = None
+    """For LLM decisions: prompt_logprobs, top_logprobs or constrained (see ``scoring.py``)."""
+
+
+class Policy(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    async def choose(self, state: TaskState, context: DecisionContext) -> Decision:
+        """The action for x = ``state``."""
+
+    async def learn(self, experience: Experience) -> None:
+        """See the outcome of a decision; policies that learn from the pool alone ignore it."""
+        return None
+
+
+POLICY_REGISTRY: dict[str, type[Policy]] = {}
+
+
+def register(policy: type[Policy]) -> type[Policy]:
+    """Class decorator: make a policy selectable by its ``name`` in config and on the command line."""
+    POLICY_REGISTRY[policy.name] = policy
+    return policy
