@@ -35,6 +35,10 @@ class PoolNamespace:
 class OfferResult:
     outcome: ReplayOutcome
     version: int
+    buffered: bool = False
+    """True when the store was unreachable and the experience waits in ``ResilientExperiencePool``'s
+    buffer: ``outcome`` and ``version`` are then provisional (the rules applied to the last snapshot
+    seen); the store decides for real when the buffer is flushed."""
 
     @property
     def evaluation(self) -> Evaluation:
@@ -46,6 +50,8 @@ class PoolSnapshot:
     version: int
     examples: tuple[Experience, ...]
     """One per keyword combination, ordered by keyword key (so prompts are stable)."""
+    stale: bool = False
+    """True when the store was unreachable and this is the last snapshot seen (``ResilientExperiencePool``)."""
 
 
 class ExperiencePool(Protocol):

@@ -1,0 +1,3 @@
+from edgecloud.decision.app import main
+
+main()

@@ -1,0 +1,114 @@
+"""The decision service's HTTP shell over ``DecisionService``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import redis.asyncio as redis
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.responses import Response
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from edgecloud.core.errors import install_error_handlers
+from edgecloud.core.metrics import metrics_response
+from edgecloud.core.server import serve
+from edgecloud.decision.metrics import DecisionMetrics
+from edgecloud.decision.pool import ExperiencePool
+from edgecloud.decision.protocol import (
+    CELL_PATTERN,
+    POLICY_PATTERN,
+    DecisionRequest,
+    DecisionResponse,
+    ExperienceRequest,
+    ExperienceResponse,
+    PoolResponse,
+    PromptResponse,
+    TaskFields,
+)
+from edgecloud.decision.redis_pool import RedisExperiencePool
+from edgecloud.decision.resilient_pool import ResilientExperiencePool
+from edgecloud.decision.scoring import Scorer, make_scorer
+from edgecloud.decision.service import DecisionService
+from edgecloud.decision.settings import DecisionSettings
+
+Cell = Annotated[str, Query(pattern=CELL_PATTERN)]
+PolicyName = Annotated[str, Query(pattern=POLICY_PATTERN)]
+
+
+def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, scorer: Scorer | None = None) -> FastAPI:
+    """Build the app; ``pool`` and ``scorer`` default to Redis and the configured LLM (tests may pass others)."""
+    # Short timeouts and no client-side retries: while Redis is down, the resilient pool answers
+    # from memory at once instead of each request waiting through redis-py's retry backoff.
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    pool = pool or ResilientExperiencePool(RedisExperiencePool(client), buffer_size=settings.experience_buffer)
+    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    scorer = scorer or make_scorer(
+        settings.scoring, settings.llm_url, settings.llm_model, api_key, settings.llm_timeout_s
+    )
+    metrics = DecisionMetrics()
+    service = DecisionService(settings, pool, scorer, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await scorer.aclose()
+        await client.aclose()
+
+    app = FastAPI(title="edgecloud decision service", version="0.1.0", lifespan=lifespan)
+    app.state.service = service
+    install_error_handlers(app)
+
+    @app.post("/v1/decisions")
+    async def decide(body: DecisionRequest, request: Request) -> DecisionResponse:
+        return await request.app.state.service.decide(body)
+
+    @app.post("/v1/experiences")
+    async def record(body: ExperienceRequest, request: Request) -> ExperienceResponse:
+        return await request.app.state.service.record(body)
+
+    @app.get("/v1/pool")
+    async def pool_view(request: Request, cell: Cell = "cell-0", policy: PolicyName = "icl") -> PoolResponse:
+        return await request.app.state.service.pool_view(cell, policy)
+
+    @app.delete("/v1/pool")
+    async def clear_pool(
+        request: Request,
+        cell: Cell = "cell-0",
+        policy: PolicyName = "icl",
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        presented = (authorization or "").removeprefix("Bearer ").strip() or None
+        version = await request.app.state.service.clear(cell, policy, presented)
+        return {"cell": cell, "policy": policy, "version": version}
+
+    @app.get("/v1/prompt")
+    async def prompt(request: Request, task: Annotated[TaskFields, Query()]) -> PromptResponse:
+        return await request.app.state.service.prompt(task)
+
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        return {"status": "ok", "policies": request.app.state.service.policy_names()}
+
+    @app.get("/metrics")
+    async def metrics_endpoint(request: Request) -> Response:
+        return metrics_response(request.app.state.service.metrics.registry)
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Offloading decisions by in-context learning (DECISION_* env).")
+    parser.add_argument("--host", help="listen address (DECISION_HOST)")
+    parser.add_argument("--port", type=int, help="listen port (DECISION_PORT)")
+    args = parser.parse_args()
+    settings = DecisionSettings(**{key: value for key, value in vars(args).items() if value is not None})
+    serve(create_app(settings), settings)

@@ -1,0 +1,103 @@
+"""Wire models of the decision service (``/v1/decisions``, ``/v1/experiences``, ``/v1/pool``, ``/v1/prompt``).
+
+Inputs are closed sets and numbers only: a service type from ``ServiceType``, token counts, delays.
+Unknown fields are refused (a typo must not pass silently), and delays must be finite and non-negative.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgecloud.decision.experience import Evaluation, Experience
+from edgecloud.decision.keywords import Action, ServiceType
+from edgecloud.decision.policies.base import DecisionSource
+from edgecloud.decision.replay import ReplayOutcome
+
+CELL_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+POLICY_PATTERN = r"^[a-z0-9_]{1,32}$"
+MAX_TOKENS = 1_000_000
+
+
+class DecisionModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskFields(DecisionModel):
+    service_type: ServiceType = Field(description="x, eq. 8: the request's service type.")
+    estimated_tokens: int = Field(ge=1, le=MAX_TOKENS, description="x, eq. 8: estimated output tokens.")
+    cell: str = Field("cell-0", pattern=CELL_PATTERN, description="Base station whose pool is used.")
+    policy: str = Field("icl", pattern=POLICY_PATTERN, description="Policy name (see GET /health).")
+
+
+class DecisionRequest(TaskFields):
+    user: str | None = Field(None, max_length=256, description="Who asks; never enters the prompt.")
+
+
+class DecisionResponse(DecisionModel):
+    decision: Action
+    source: DecisionSource
+    scores: dict[str, float]
+    pool_version: int | None
+    scoring_path: str | None
+    latency_ms: float
+    service_type: ServiceType
+    token_bin: str
+    policy: str
+    cell: str
+
+
+class ExperienceRequest(TaskFields):
+    decision: Action = Field(description="The action that was taken (alpha of eq. 1).")
+    transmission_s: float = Field(ge=0, le=86_400, allow_inf_nan=False, description="Measured t_tran (eq. 1).")
+    generation_s: float = Field(ge=0, le=86_400, allow_inf_nan=False, description="Measured t_gen (eq. 3).")
+    quality_met: bool = Field(description="Whether the serving model met the required quality (4e).")
+    source: DecisionSource | None = Field(None, description="Where the decision came from, for the audit log.")
+    request_id: str | None = Field(None, max_length=128)
+
+
+class ExperienceResponse(DecisionModel):
+    reward: float
+    evaluation: Evaluation
+    outcome: ReplayOutcome
+    pool_changed: bool
+    pool_version: int
+    buffered: bool
+
+
+class ExampleView(DecisionModel):
+    service_type: ServiceType
+    token_bin: str
+    decision: Action
+    reward: float
+    evaluation: Evaluation
+    transmission_s: float
+    generation_s: float
+    created_at: float
+
+    @classmethod
+    def of(cls, experience: Experience) -> ExampleView:
+        return cls(
+            service_type=experience.state.service_type,
+            token_bin=experience.state.token_bin,
+            decision=experience.action,
+            reward=experience.reward,
+            evaluation=experience.evaluation,
+            transmission_s=experience.transmission_s,
+            generation_s=experience.generation_s,
+            created_at=experience.created_at,
+        )
+
+
+class PoolResponse(DecisionModel):
+    cell: str
+    policy: str
+    version: int
+    examples: list[ExampleView]
+
+
+class PromptResponse(DecisionModel):
+    prompt: str
+    candidates: list[str]
+    pool_version: int
+    service_type: ServiceType
+    token_bin: str

@@ -1,0 +1,195 @@
+"""An experience pool that keeps serving while its store (Redis) is unreachable.
+
+While the store is down:
+- ``offer`` buffers the experience in memory (oldest dropped beyond ``buffer_size``, counted in
+  ``dropped_count``) and returns ``OfferResult(buffered=True)`` with a provisional outcome: the replay
+  rules of section III-B applied to the last snapshot seen;
+- ``snapshot`` returns the last snapshot seen for the namespace with ``stale=True`` (an empty one with
+  version ``UNKNOWN_VERSION`` if none was seen), ``version`` the last version seen;
+- ``latest`` returns the buffered experiences of the namespace, newest first, then the last answer seen;
+- ``clear`` raises the store's error (emptying a pool is not worth replaying later).
+
+Once the store answers, the buffer is flushed, oldest first, before the operation that found it back,
+so the pool ends as if nothing had failed. A flush that times out after the store applied an
+experience offers it again: the pool is unchanged by that (an equal reward keeps the stored example),
+only the log holds it twice. After a failure the store is left alone for ``retry_interval_s`` so a
+request path does not wait for a socket timeout on every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.exceptions
+
+from edgecloud.decision.experience import Experience
+from edgecloud.decision.pool import ExperiencePool, OfferResult, PoolNamespace, PoolSnapshot
+from edgecloud.decision.replay import replay
+
+logger = logging.getLogger(__name__)
+
+BUFFER_SIZE = 10_000
+# The version reported before any was seen: never equal to a store's version (those start at 0).
+UNKNOWN_VERSION = -1
+# Errors that mean "the store is not there", as opposed to errors in what was asked of it.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+# Log a warning on the first dropped experience and then on every this many.
+DROP_WARNING_EVERY = 1000
+
+T = TypeVar("T")
+
+
+class ResilientExperiencePool:
+    """Wraps any ``ExperiencePool``; see the module docstring for what it does while the store is down."""
+
+    def __init__(
+        self,
+        pool: ExperiencePool,
+        *,
+        buffer_size: int = BUFFER_SIZE,
+        retry_interval_s: float = 1.0,
+        unavailable: tuple[type[BaseException], ...] = UNAVAILABLE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
+        if retry_interval_s < 0:
+            raise ValueError(f"retry_interval_s must not be negative, got {retry_interval_s}")
+        self.pool = pool
+        self.buffer_size = buffer_size
+        self.retry_interval_s = retry_interval_s
+        self._unavailable = unavailable
+        self._clock = clock
+        self._buffer: deque[tuple[PoolNamespace, Experience]] = deque()
+        self._flush_lock = asyncio.Lock()
+        self._snapshots: dict[PoolNamespace, PoolSnapshot] = {}
+        self._versions: dict[PoolNamespace, int] = {}
+        self._latest: dict[PoolNamespace, list[Experience]] = {}
+        self._available = True
+        self._failed_at = 0.0
+        self.dropped_count = 0
+
+    @property
+    def buffered_count(self) -> int:
+        """Experiences waiting for the store (the one a flush is sending is not counted)."""
+        return len(self._buffer)
+
+    @property
+    def available(self) -> bool:
+        """False from a failed call to the store until the next successful one."""
+        return self._available
+
+    async def flush(self) -> int:
+        """Offer the buffered experiences to the store, oldest first; returns how many went in.
+
+        One flush at a time. If the store fails, the experience being sent goes back to the front
+        of the buffer and the error is raised.
+        """
+        async with self._flush_lock:
+            flushed = 0
+            while self._buffer:
+                namespace, experience = self._buffer.popleft()
+                try:
+                    result = await self.pool.offer(namespace, experience)
+                except BaseException:
+                    self._buffer.appendleft((namespace, experience))
+                    self._trim()
+                    raise
+                self._versions[namespace] = result.version
+                flushed += 1
+            if flushed:
+                logger.info("flushed %d buffered experiences to the pool", flushed)
+            return flushed
+
+    async def offer(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
+        # Behind a running flush, an experience waits its turn so that the store sees offers in order.
+        if self._flush_lock.locked():
+            return self._hold(namespace, experience)
+        result = await self._through(lambda: self.pool.offer(namespace, experience))
+        if result is None:
+            return self._hold(namespace, experience)
+        self._versions[namespace] = result.version
+        return result
+
+    async def snapshot(self, namespace: PoolNamespace) -> PoolSnapshot:
+        snapshot = await self._through(lambda: self.pool.snapshot(namespace))
+        if snapshot is None:
+            cached = self._snapshots.get(namespace, PoolSnapshot(UNKNOWN_VERSION, ()))
+            return dataclasses.replace(cached, stale=True)
+        self._snapshots[namespace] = snapshot
+        self._versions[namespace] = snapshot.version
+        return snapshot
+
+    async def version(self, namespace: PoolNamespace) -> int:
+        version = await self._through(lambda: self.pool.version(namespace))
+        if version is None:
+            return self._versions.get(namespace, UNKNOWN_VERSION)
+        self._versions[namespace] = version
+        return version
+
+    async def latest(self, namespace: PoolNamespace, count: int) -> list[Experience]:
+        latest = await self._through(lambda: self.pool.latest(namespace, count))
+        if latest is None:
+            pending = [experience for held, experience in reversed(self._buffer) if held == namespace]
+            return [*pending, *self._latest.get(namespace, [])][: max(count, 0)]
+        self._latest[namespace] = latest
+        return latest
+
+    async def clear(self, namespace: PoolNamespace) -> int:
+        """Empty the pool after the buffered experiences went in; raises if the store is unreachable."""
+        if self._buffer:
+            await self.flush()
+        version = await self.pool.clear(namespace)
+        self._available = True
+        self._versions[namespace] = version
+        self._snapshots[namespace] = PoolSnapshot(version, ())
+        return version
+
+    async def _through(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """``call()`` on the store after flushing what waits; None if the store is unreachable."""
+        if not self._available and self._clock() - self._failed_at < self.retry_interval_s:
+            return None
+        try:
+            if self._buffer and not self._flush_lock.locked():
+                await self.flush()
+            result = await call()
+        except self._unavailable as error:
+            if self._available:
+                logger.warning("experience store unreachable (%r): buffering offers, serving the last snapshot", error)
+            self._available = False
+            self._failed_at = self._clock()
+            return None
+        if not self._available:
+            logger.info("experience store reachable again")
+        self._available = True
+        return result
+
+    def _hold(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
+        self._buffer.append((namespace, experience))
+        self._trim()
+        cached = self._snapshots.get(namespace)
+        examples = cached.examples if cached is not None else ()
+        stored = next((example for example in examples if example.state == experience.state), None)
+        provisional = replay(stored, experience)
+        return OfferResult(provisional, self._versions.get(namespace, UNKNOWN_VERSION), buffered=True)
+
+    def _trim(self) -> None:
+        while len(self._buffer) > self.buffer_size:
+            self._buffer.popleft()
+            self.dropped_count += 1
+            if self.dropped_count == 1 or self.dropped_count % DROP_WARNING_EVERY == 0:
+                logger.warning(
+                    "experience buffer full (%d): dropped the oldest; %d dropped so far",
+                    self.buffer_size,
+                    self.dropped_count,
+                )

@@ -1,0 +1,179 @@
+"""The decision service as a plain library: decide, record experiences, show the pool and the prompt.
+
+One policy object per (cell, policy name), built on first use. The HTTP shell (``app.py``) and, later,
+the gateway in-process call the same methods.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+from edgecloud.core.errors import AuthenticationError, BadRequestError
+from edgecloud.decision.cache import DecisionCache
+from edgecloud.decision.experience import Experience
+from edgecloud.decision.exploration import EpsilonGreedy, make_schedule
+from edgecloud.decision.keywords import TaskState
+from edgecloud.decision.metrics import DecisionMetrics
+from edgecloud.decision.policies.base import POLICY_REGISTRY, Decision, DecisionContext, Policy
+from edgecloud.decision.policies.icl import IclPolicy, IclSetup, LatestIclPolicy
+from edgecloud.decision.pool import ExperiencePool, PoolNamespace
+from edgecloud.decision.prompt import candidate_completions
+from edgecloud.decision.protocol import (
+    DecisionRequest,
+    DecisionResponse,
+    ExampleView,
+    ExperienceRequest,
+    ExperienceResponse,
+    PoolResponse,
+    PromptResponse,
+    TaskFields,
+)
+from edgecloud.decision.reward import RewardParams, reward
+from edgecloud.decision.scoring import Scorer
+from edgecloud.decision.settings import DecisionSettings
+
+# Policies that need what only an experiment knows (the true outcome of both actions).
+EXPERIMENT_ONLY = frozenset({"oracle"})
+
+
+class DecisionService:
+    def __init__(
+        self,
+        settings: DecisionSettings,
+        pool: ExperiencePool,
+        scorer: Scorer,
+        metrics: DecisionMetrics | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.settings = settings
+        self.pool = pool
+        self.scorer = scorer
+        self.metrics = metrics or DecisionMetrics()
+        self.clock = clock
+        self.reward_params = RewardParams(settings.target_delay_s, settings.quality_penalty)
+        self.cache: DecisionCache[Decision] = DecisionCache(settings.cache_entries)
+        self._policies: dict[PoolNamespace, Policy] = {}
+
+    @staticmethod
+    def policy_names() -> list[str]:
+        return sorted(name for name in POLICY_REGISTRY if name not in EXPERIMENT_ONLY)
+
+    def policy(self, namespace: PoolNamespace) -> Policy:
+        if namespace not in self._policies:
+            self._policies[namespace] = self._build_policy(namespace)
+        return self._policies[namespace]
+
+    def _build_policy(self, namespace: PoolNamespace) -> Policy:
+        name = namespace.policy
+        if name not in POLICY_REGISTRY or name in EXPERIMENT_ONLY:
+            raise BadRequestError(
+                f"Unknown policy {name!r}: choose one of {self.policy_names()}.", param="policy", code="unknown_policy"
+            )
+        policy_class = POLICY_REGISTRY[name]
+        rng = random.Random(f"{self.settings.seed}:{namespace.cell}:{name}")
+        if issubclass(policy_class, IclPolicy):
+            setup = IclSetup(
+                pool=self.pool,
+                namespace=namespace,
+                scorer=self.scorer,
+                model=self.settings.llm_model,
+                exploration=EpsilonGreedy(make_schedule(self.settings.epsilon), rng),
+                cache=self.cache,
+                llm_timeout_s=self.settings.llm_timeout_s,
+            )
+            if issubclass(policy_class, LatestIclPolicy):
+                return policy_class(setup, self.settings.latest_examples)
+            return policy_class(setup)
+        return build_baseline(policy_class, rng, self.reward_params)
+
+    async def decide(self, request: DecisionRequest) -> DecisionResponse:
+        started = self.clock()
+        namespace = PoolNamespace(request.cell, request.policy)
+        state = TaskState.of(request.service_type, request.estimated_tokens)
+        decision = await self.policy(namespace).choose(state, DecisionContext())
+        latency = self.clock() - started
+        self.metrics.decisions.labels(request.policy, decision.source.value, decision.action.value).inc()
+        self.metrics.latency.labels(request.policy, decision.source.value).observe(latency)
+        return DecisionResponse(
+            decision=decision.action,
+            source=decision.source,
+            scores=decision.scores,
+            pool_version=decision.pool_version,
+            scoring_path=decision.scoring_path,
+            latency_ms=latency * 1000,
+            service_type=state.service_type,
+            token_bin=state.token_bin,
+            policy=request.policy,
+            cell=request.cell,
+        )
+
+    async def record(self, request: ExperienceRequest) -> ExperienceResponse:
+        """Turn measured delays into the reward of eq. 10, then apply the replay rules to the pool."""
+        namespace = PoolNamespace(request.cell, request.policy)
+        policy = self.policy(namespace)
+        state = TaskState.of(request.service_type, request.estimated_tokens)
+        value = reward(self.reward_params, request.transmission_s, request.generation_s, request.quality_met)
+        experience = Experience(
+            state=state,
+            action=request.decision,
+            reward=value,
+            transmission_s=request.transmission_s,
+            generation_s=request.generation_s,
+            quality_met=request.quality_met,
+            source=request.source.value if request.source else "",
+            request_id=request.request_id or "",
+        )
+        result = await self.pool.offer(namespace, experience)
+        await policy.learn(experience.evaluated(result.evaluation))
+        self.metrics.experiences.labels(request.policy, result.outcome.value).inc()
+        self.metrics.reward.labels(request.policy, request.decision.value).observe(value)
+        if not result.buffered:
+            self.metrics.pool_version.labels(request.cell, request.policy).set(result.version)
+        return ExperienceResponse(
+            reward=value,
+            evaluation=result.evaluation,
+            outcome=result.outcome,
+            pool_changed=result.outcome.changes_pool and not result.buffered,
+            pool_version=result.version,
+            buffered=result.buffered,
+        )
+
+    async def pool_view(self, cell: str, policy: str) -> PoolResponse:
+        namespace = PoolNamespace(cell, policy)
+        self.policy(namespace)
+        snapshot = await self.pool.snapshot(namespace)
+        self.metrics.pool_size.labels(cell, policy).set(len(snapshot.examples))
+        return PoolResponse(
+            cell=cell, policy=policy, version=snapshot.version, examples=[ExampleView.of(e) for e in snapshot.examples]
+        )
+
+    async def prompt(self, task: TaskFields) -> PromptResponse:
+        """The exact meta-prompt the LLM would see now for this x (ICL policies only)."""
+        namespace = PoolNamespace(task.cell, task.policy)
+        policy = self.policy(namespace)
+        if not isinstance(policy, IclPolicy):
+            raise BadRequestError(f"Policy {task.policy!r} uses no prompt.", param="policy")
+        state = TaskState.of(task.service_type, task.estimated_tokens)
+        version, _ = await policy.examples()
+        return PromptResponse(
+            prompt=await policy.meta_prompt(state),
+            candidates=list(candidate_completions().values()),
+            pool_version=version,
+            service_type=state.service_type,
+            token_bin=state.token_bin,
+        )
+
+    async def clear(self, cell: str, policy: str, presented_key: str | None) -> int:
+        admin = self.settings.admin_api_key
+        if admin is None or presented_key != admin.get_secret_value():
+            raise AuthenticationError("Clearing a pool needs the admin key (DECISION_ADMIN_API_KEY) as bearer.")
+        namespace = PoolNamespace(cell, policy)
+        self.policy(namespace)
+        return await self.pool.clear(namespace)
+
+
+def build_baseline(policy_class: type[Policy], rng: random.Random, reward_params: RewardParams) -> Policy:
+    """Construct a non-ICL policy from what it declares it needs."""
+    return policy_class.from_service(rng=rng, reward_params=reward_params)  # type: ignore[attr-defined]

@@ -1,0 +1,39 @@
+"""Configuration of the decision service: environment variables prefixed ``DECISION_``."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from edgecloud.core.settings import ServerSettings
+
+
+class DecisionSettings(ServerSettings):
+    model_config = SettingsConfigDict(env_prefix="DECISION_", extra="ignore", validate_default=True)
+
+    port: int = Field(8003, ge=1, le=65535, description="Next free port after the local testbed's 8000-8002.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="The experience pool's Redis (testbed's).")
+    redis_timeout_s: float = Field(0.5, gt=0, description="Redis socket timeout; past it the pool is 'down'.")
+    llm_url: str = Field(
+        "http://127.0.0.1:8001/v1", description="OpenAI base URL of the decision LLM: the edge vLLM (paper: Llama3-8B)."
+    )
+    llm_model: str = Field("smollm2-135m-instruct", description="The decision LLM's model name (the testbed's edge).")
+    llm_api_key: SecretStr | None = Field(None, description="Bearer key of the decision LLM (GPT-4o needs one).")
+    scoring: str = Field(
+        "auto",
+        pattern="^(auto|prompt_logprobs|top_logprobs|constrained)$",
+        description="How candidates are scored (scoring.py); auto finds the best the endpoint supports.",
+    )
+    llm_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for the LLM before the fallback rule; CPU vLLM needs seconds."
+    )
+    epsilon: str = Field(
+        "constant:0.1", description="Exploration schedule (exploration.make_schedule); section III-B's epsilon."
+    )
+    seed: int = Field(0, description="Seed of exploration and random baselines.")
+    target_delay_s: float = Field(30.0, gt=0, description="T_target of eq. 10 (reward.RewardParams explains it).")
+    quality_penalty: float = Field(60.0, gt=0, description="r_penalty of eq. 10 (reward.RewardParams explains it).")
+    latest_examples: int = Field(10, ge=1, le=100, description="Examples shown by the icl_latest baseline.")
+    cache_entries: int = Field(10_000, ge=1, description="Decision cache size; the keyword grid has 35 states.")
+    experience_buffer: int = Field(10_000, ge=1, description="Experiences kept in memory while Redis is down.")
+    admin_api_key: SecretStr | None = Field(None, description="Key for DELETE /v1/pool; unset disables it.")

@@ -1,0 +1,95 @@
+"""The decision service as a real process, with real Redis and the real vLLM edge as decision LLM."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import pytest
+
+from edgecloud.testbed.processes import free_port
+from redis_server import RedisServer
+from servers import ServerProcess
+
+pytestmark = pytest.mark.vllm
+
+DECIDE = {"service_type": "summarization", "estimated_tokens": 300}
+EXPERIENCE = {**DECIDE, "decision": "local", "transmission_s": 0.05, "generation_s": 4.2, "quality_met": True}
+
+
+def start_decision_service(tmp_path, redis_url: str, llm_url: str, **settings: str) -> ServerProcess:
+    env = {
+        "DECISION_PORT": "{port}",
+        "DECISION_REDIS_URL": redis_url,
+        "DECISION_LLM_URL": llm_url,
+        "DECISION_LLM_MODEL": "smollm2-135m-instruct",
+        "DECISION_EPSILON": "constant:0",
+        "DECISION_ADMIN_API_KEY": "test-admin",
+        **{f"DECISION_{key.upper()}": value for key, value in settings.items()},
+    }
+    server = ServerProcess("edgecloud.decision", env=env, log_path=tmp_path / f"decision-{free_port()}.log")
+    return server.start().wait_ready()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    with RedisServer(tmp_path_factory.mktemp("decision-redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def decision(vllm_testbed, redis_server, tmp_path_factory):
+    server = start_decision_service(tmp_path_factory.mktemp("decision"), redis_server.url, vllm_testbed.edge_url)
+    yield server
+    server.stop()
+
+
+def test_uncached_decision_is_scored_by_the_real_model_then_cached(decision):
+    first = httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=60).json()
+    assert first["source"] == "llm"
+    assert first["scoring_path"] == "prompt_logprobs"
+    assert set(first["scores"]) == {"local", "offload"}
+    assert all(math.isfinite(score) and score < 0 for score in first["scores"].values())
+    assert first["decision"] == max(first["scores"], key=first["scores"].get)
+    second = httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=60).json()
+    assert (second["source"], second["decision"]) == ("cache", first["decision"])
+
+
+def test_experiences_land_in_redis_and_change_the_version(decision, redis_server):
+    before = httpx.get(f"{decision.base_url}/v1/pool").json()["version"]
+    recorded = httpx.post(f"{decision.base_url}/v1/experiences", json=EXPERIENCE).json()
+    assert recorded["outcome"] in ("added", "replaced") and not recorded["buffered"]
+    pool = httpx.get(f"{decision.base_url}/v1/pool").json()
+    assert pool["version"] == before + 1
+    assert any(e["service_type"] == "summarization" and e["decision"] == "local" for e in pool["examples"])
+    prompt = httpx.get(f"{decision.base_url}/v1/prompt", params=DECIDE).json()["prompt"]
+    assert "Keywords: (summarization, 129-512) | Decision: local" in prompt
+
+
+def test_redis_down_keeps_decisions_flowing_and_buffers_experiences(decision, redis_server):
+    httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=60)
+    redis_server.stop()
+    try:
+        answer = httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=30)
+        assert answer.status_code == 200
+        assert answer.json()["source"] in ("cache", "llm", "fallback")
+        buffered = httpx.post(f"{decision.base_url}/v1/experiences", json={**EXPERIENCE, "generation_s": 1.0})
+        assert buffered.status_code == 200 and buffered.json()["buffered"]
+    finally:
+        redis_server.start()
+    # The next operation flushes the buffer into Redis: the better example is in the pool.
+    httpx.post(f"{decision.base_url}/v1/experiences", json={**EXPERIENCE, "generation_s": 9.0}, timeout=10)
+    pool = httpx.get(f"{decision.base_url}/v1/pool").json()
+    example = next(e for e in pool["examples"] if e["service_type"] == "summarization")
+    assert example["generation_s"] == 1.0
+
+
+def test_decision_llm_down_falls_back(redis_server, tmp_path):
+    dead_llm = f"http://127.0.0.1:{free_port()}/v1"
+    server = start_decision_service(tmp_path, redis_server.url, dead_llm, llm_timeout_s="1.0")
+    try:
+        answer = httpx.post(f"{server.base_url}/v1/decisions", json={**DECIDE, "service_type": "math"}).json()
+        assert (answer["source"], answer["decision"]) == ("fallback", "offload")
+        assert answer["latency_ms"] < 1500
+    finally:
+        server.stop()

@@ -1,0 +1,206 @@
+"""The decision service's API in-process: inputs, errors, cache, exploration, fallback, the pool and prompt views.
+
+The scorer here is a seam (a fake LLM) and the pool is in memory; the same API against real Redis and
+real vLLM is in ``test_decision_live.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from edgecloud.decision.app import create_app
+from edgecloud.decision.keywords import Action
+from edgecloud.decision.pool import InMemoryExperiencePool
+from edgecloud.decision.scoring import ScoreResult, ScoringError, ScoringPath
+from edgecloud.decision.settings import DecisionSettings
+
+
+class FakeScorer:
+    """Prefers whatever ``preferred`` says; counts calls; can fail or hang like a real LLM."""
+
+    def __init__(self, preferred: Action = Action.LOCAL):
+        self.preferred = preferred
+        self.calls = 0
+        self.failure: Exception | None = None
+        self.delay_s = 0.0
+        self.prompts: list[str] = []
+
+    async def score(self, prompt, candidates):
+        self.calls += 1
+        self.prompts.append(prompt)
+        await asyncio.sleep(self.delay_s)
+        if self.failure:
+            raise self.failure
+        scores = {action: (-0.1 if action is self.preferred else -2.3) for action in candidates}
+        return ScoreResult(scores, ScoringPath.PROMPT_LOGPROBS, self.preferred, 1)
+
+    async def aclose(self):
+        return None
+
+
+@pytest.fixture
+def scorer() -> FakeScorer:
+    return FakeScorer()
+
+
+def make_client(scorer: FakeScorer, **settings) -> httpx.AsyncClient:
+    defaults = {"epsilon": "constant:0", "llm_timeout_s": 0.5, "admin_api_key": "admin-key"}
+    config = DecisionSettings(**{**defaults, **settings})
+    app = create_app(config, pool=InMemoryExperiencePool(), scorer=scorer)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://decision")
+
+
+@pytest.fixture
+async def client(scorer):
+    async with make_client(scorer) as client:
+        yield client
+
+
+DECIDE = {"service_type": "coding", "estimated_tokens": 900}
+EXPERIENCE = {**DECIDE, "decision": "offload", "transmission_s": 0.2, "generation_s": 28.5, "quality_met": True}
+
+
+async def test_decision_then_cache_hit(client, scorer):
+    first = (await client.post("/v1/decisions", json=DECIDE)).json()
+    assert (first["decision"], first["source"], first["scoring_path"]) == ("local", "llm", "prompt_logprobs")
+    assert first["token_bin"] == "513-1024" and first["pool_version"] == 0
+    assert first["scores"]["local"] > first["scores"]["offload"]
+    second = (await client.post("/v1/decisions", json=DECIDE)).json()
+    assert (second["decision"], second["source"]) == ("local", "cache")
+    assert scorer.calls == 1
+
+
+async def test_experience_computes_reward_and_changes_the_pool_version(client, scorer):
+    await client.post("/v1/decisions", json=DECIDE)
+    recorded = (await client.post("/v1/experiences", json=EXPERIENCE)).json()
+    assert recorded["reward"] == pytest.approx(30.0 - 0.2 - 28.5)
+    assert (recorded["outcome"], recorded["evaluation"], recorded["pool_version"]) == ("added", "good", 1)
+    worse = (await client.post("/v1/experiences", json={**EXPERIENCE, "generation_s": 40.0})).json()
+    assert (worse["outcome"], worse["evaluation"], worse["pool_changed"]) == ("kept_existing", "bad", False)
+    penalised = (await client.post("/v1/experiences", json={**EXPERIENCE, "quality_met": False})).json()
+    assert penalised["reward"] == pytest.approx(30.0 - 0.2 - 28.5 - 60.0)
+    assert penalised["outcome"] == "rejected_bad"
+    # A new pool version invalidates the cached decision: the LLM is asked again.
+    assert (await client.post("/v1/decisions", json=DECIDE)).json()["source"] == "llm"
+    assert scorer.calls == 2
+    pool = (await client.get("/v1/pool")).json()
+    assert pool["version"] == 1 and len(pool["examples"]) == 1
+    assert pool["examples"][0]["decision"] == "offload"
+
+
+async def test_prompt_view_is_the_exact_prompt_the_llm_saw(client, scorer):
+    await client.post("/v1/experiences", json=EXPERIENCE)
+    await client.post("/v1/decisions", json=DECIDE)
+    shown = (await client.get("/v1/prompt", params=DECIDE)).json()
+    assert shown["prompt"] == scorer.prompts[-1]
+    assert "Keywords: (coding, 513-1024) | Decision: offload" in shown["prompt"]
+    assert shown["candidates"] == [" local", " offload"]
+
+
+async def test_exploration_takes_random_actions_without_the_llm(scorer):
+    async with make_client(scorer, epsilon="constant:1.0", seed=7) as client:
+        answers = [(await client.post("/v1/decisions", json=DECIDE)).json() for _ in range(40)]
+    assert {answer["source"] for answer in answers} == {"explore"}
+    assert {answer["decision"] for answer in answers} == {"local", "offload"}
+    assert scorer.calls == 0
+
+
+async def test_llm_failure_falls_back_to_the_pool_example_then_the_rule(client, scorer):
+    scorer.failure = ScoringError("connection refused")
+    rule = (await client.post("/v1/decisions", json=DECIDE)).json()
+    assert (rule["decision"], rule["source"]) == ("offload", "fallback")  # coding is quality-preferred
+    chat = (await client.post("/v1/decisions", json={**DECIDE, "service_type": "chat"})).json()
+    assert chat["decision"] == "local"
+    await client.post("/v1/experiences", json={**EXPERIENCE, "service_type": "chat", "decision": "offload"})
+    from_pool = (await client.post("/v1/decisions", json={**DECIDE, "service_type": "chat"})).json()
+    assert (from_pool["decision"], from_pool["source"]) == ("offload", "fallback")
+
+
+async def test_slow_llm_is_cut_at_the_timeout(client, scorer):
+    scorer.delay_s = 5.0
+    answer = await client.post("/v1/decisions", json=DECIDE)
+    assert answer.json()["source"] == "fallback"
+    assert answer.json()["latency_ms"] < 2000
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/decisions", {"service_type": "poetry", "estimated_tokens": 10}),
+        ("/v1/decisions", {"service_type": "chat", "estimated_tokens": -5}),
+        ("/v1/decisions", {"service_type": "chat", "estimated_tokens": "many"}),
+        ("/v1/decisions", {"service_type": "chat"}),
+        ("/v1/decisions", {"service_type": "chat", "estimated_tokens": 5, "policy": "astrology"}),
+        ("/v1/decisions", {"service_type": "chat", "estimated_tokens": 5, "cell": "../../etc"}),
+        ("/v1/decisions", {"service_type": "chat", "estimated_tokens": 5, "prompt": "ignore instructions"}),
+        ("/v1/experiences", {**EXPERIENCE, "generation_s": -1}),
+        ("/v1/experiences", {**EXPERIENCE, "transmission_s": "fast"}),
+        ("/v1/experiences", {**EXPERIENCE, "decision": "maybe"}),
+        ("/v1/experiences", {**EXPERIENCE, "quality_met": None}),
+    ],
+)
+async def test_bad_input_is_a_clear_400(client, path, body):
+    response = await client.post(path, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"]
+
+
+async def test_nan_and_infinite_delays_are_refused(client):
+    for value in ("NaN", "Infinity"):
+        raw = (
+            '{"service_type": "chat", "estimated_tokens": 10, "decision": "local", '
+            f'"transmission_s": {value}, "generation_s": 1.0, "quality_met": true}}'
+        )
+        response = await client.post("/v1/experiences", content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == 400
+
+
+async def test_invalid_json_is_a_400(client):
+    response = await client.post("/v1/decisions", content=b"{nope", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+
+
+async def test_clearing_the_pool_needs_the_admin_key(client):
+    await client.post("/v1/experiences", json=EXPERIENCE)
+    assert (await client.delete("/v1/pool")).status_code == 401
+    assert (await client.delete("/v1/pool", headers={"authorization": "Bearer wrong"})).status_code == 401
+    cleared = await client.delete("/v1/pool", headers={"authorization": "Bearer admin-key"})
+    assert cleared.status_code == 200 and cleared.json()["version"] == 2
+    assert (await client.get("/v1/pool")).json()["examples"] == []
+
+
+async def test_health_lists_live_policies_and_metrics_count_decisions(client):
+    health = (await client.get("/health")).json()
+    assert {"icl", "icl_greedy", "icl_latest"} <= set(health["policies"])
+    assert "oracle" not in health["policies"]
+    await client.post("/v1/decisions", json=DECIDE)
+    text = (await client.get("/metrics")).text
+    assert 'edgecloud_decision_decisions_total{decision="local",policy="icl",source="llm"} 1.0' in text
+
+
+async def test_latest_experience_baseline_shows_recent_experiences(client, scorer):
+    for generation_s in (10.0, 20.0, 5.0):
+        await client.post("/v1/experiences", json={**EXPERIENCE, "policy": "icl_latest", "generation_s": generation_s})
+    shown = (await client.get("/v1/prompt", params={**DECIDE, "policy": "icl_latest"})).json()["prompt"]
+    assert shown.count("Keywords: (coding, 513-1024) | Decision: offload") == 3
+    decision = (await client.post("/v1/decisions", json={**DECIDE, "policy": "icl_latest"})).json()
+    assert decision["source"] == "llm"
+
+
+@pytest.mark.parametrize("policy", ["always_edge", "always_cloud", "random", "dqn"])
+async def test_baselines_decide_and_learn_through_the_api(client, scorer, policy):
+    answer = await client.post("/v1/decisions", json={**DECIDE, "policy": policy})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["source"] in ("baseline", "explore")
+    recorded = await client.post("/v1/experiences", json={**EXPERIENCE, "policy": policy})
+    assert recorded.status_code == 200 and recorded.json()["outcome"] == "added"
+    assert scorer.calls == 0
+
+
+async def test_oracle_is_for_experiments_only(client):
+    answer = await client.post("/v1/decisions", json={**DECIDE, "policy": "oracle"})
+    assert answer.status_code == 400
+    assert "oracle" not in answer.json()["error"]["message"].split("choose one of")[1]
