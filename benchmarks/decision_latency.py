@@ -52,6 +52,12 @@ def percentiles_ms(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": at(50), "p99_ms": at(99), "n": len(ordered)}
 
 
+def vllm_counter(llm_url: str, name: str) -> float:
+    """The sum of every sample of a vLLM counter, from its /metrics."""
+    text = httpx.get(llm_url.removesuffix("/v1") + "/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
 def request_for(state: TaskState, policy: str = "icl") -> DecisionRequest:
     return DecisionRequest(service_type=state.service_type, estimated_tokens=BIN_TOKENS[state.token_bin], policy=policy)
 
@@ -67,16 +73,25 @@ async def fill_pool(pool: RedisExperiencePool, namespace: PoolNamespace) -> None
 async def in_process(settings: DecisionSettings) -> dict[str, object]:
     client = redis.Redis.from_url(settings.redis_url)
     pool = RedisExperiencePool(client)
-    scorer = make_scorer("prompt_logprobs", settings.llm_url, settings.llm_model, timeout_s=settings.llm_timeout_s)
+    scorer = make_scorer("auto", settings.llm_url, settings.llm_model, timeout_s=settings.llm_request_timeout_s)
     greedy = DecisionService(settings.model_copy(update={"epsilon": "constant:0"}), pool, scorer)
     await fill_pool(pool, PoolNamespace("cell-0", "icl"))
     grid = keyword_grid()
     uncached: list[float] = []
+    requests_before = vllm_counter(settings.llm_url, "vllm:request_success_total")
+    generated_before = vllm_counter(settings.llm_url, "vllm:generation_tokens_total")
     for state in grid[:UNCACHED_SAMPLES]:
         started = time.perf_counter()
         answer = await greedy.decide(request_for(state))
         uncached.append(time.perf_counter() - started)
         assert answer.source.value == "llm", answer
+    # What the LLM did for these decisions, from its own counters: batched prompts and generated tokens.
+    llm_cost = {
+        "prompts_per_decision": (vllm_counter(settings.llm_url, "vllm:request_success_total") - requests_before)
+        / UNCACHED_SAMPLES,
+        "generated_tokens_per_decision": (vllm_counter(settings.llm_url, "vllm:generation_tokens_total")
+                                          - generated_before) / UNCACHED_SAMPLES,
+    }  # fmt: skip
     hits: list[float] = []
     for index in range(CACHE_HIT_SAMPLES):
         started = time.perf_counter()
@@ -94,7 +109,7 @@ async def in_process(settings: DecisionSettings) -> dict[str, object]:
     await client.aclose()
     llm_path = sources.get("llm", 0) + sources.get("cache", 0)
     return {
-        "uncached_llm": percentiles_ms(uncached),
+        "uncached_llm": {**percentiles_ms(uncached), **llm_cost},
         "cache_hit_in_process": percentiles_ms(hits),
         "stationary": {
             "decisions": STATIONARY_DECISIONS, "epsilon": EPSILON, "sources": sources,
@@ -140,11 +155,11 @@ def main() -> int:
         ))  # fmt: skip
     settings = DecisionSettings(
         redis_url=f"redis://127.0.0.1:{redis_port}/0", llm_url=llm_url, llm_model=EDGE_VLLM_MODEL,
-        epsilon=EPSILON, llm_timeout_s=60.0, port=service_port,
+        epsilon=EPSILON, llm_timeout_s=600.0, port=service_port,
     )  # fmt: skip
     service_env = {
         "DECISION_PORT": str(service_port), "DECISION_REDIS_URL": settings.redis_url, "DECISION_LLM_URL": llm_url,
-        "DECISION_EPSILON": "constant:0", "DECISION_LLM_TIMEOUT_S": "60", "DECISION_LOG_LEVEL": "warning",
+        "DECISION_EPSILON": "constant:0", "DECISION_LLM_TIMEOUT_S": "600", "DECISION_LOG_LEVEL": "warning",
     }  # fmt: skip
     processes.append(ManagedProcess(
         "decision", [sys.executable, "-m", "edgecloud.decision"], logs / "decision.log",
@@ -164,6 +179,7 @@ def main() -> int:
     for name in ("cache_hit_in_process", "cache_hit_over_http", "uncached_llm"):
         row = result[name]
         print(f"{name:<22} p50 {row['p50_ms']:8.3f} ms   p99 {row['p99_ms']:8.3f} ms   (n={row['n']})")  # type: ignore[index]
+    print(f"LLM cost of an uncached decision: {result['uncached_llm']}")
     stationary = result["stationary"]
     print(f"stationary pool, {STATIONARY_DECISIONS} decisions ({EPSILON}): {stationary}")
     print(f"raw results: {args.out}")

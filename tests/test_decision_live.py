@@ -39,19 +39,22 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def decision(vllm_testbed, redis_server, tmp_path_factory):
-    server = start_decision_service(tmp_path_factory.mktemp("decision"), redis_server.url, vllm_testbed.edge_url)
+    # A cold 1,500-token prefill takes ~30 s on the CPU testbed: wait for the LLM rather than fall back.
+    server = start_decision_service(
+        tmp_path_factory.mktemp("decision"), redis_server.url, vllm_testbed.edge_url, llm_timeout_s="600"
+    )
     yield server
     server.stop()
 
 
 def test_uncached_decision_is_scored_by_the_real_model_then_cached(decision):
-    first = httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=60).json()
+    first = httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=700).json()
     assert first["source"] == "llm"
     assert first["scoring_path"] == "prompt_logprobs"
     assert set(first["scores"]) == {"local", "offload"}
     assert all(math.isfinite(score) and score < 0 for score in first["scores"].values())
     assert first["decision"] == max(first["scores"], key=first["scores"].get)
-    second = httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=60).json()
+    second = httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=700).json()
     assert (second["source"], second["decision"]) == ("cache", first["decision"])
 
 
@@ -67,7 +70,7 @@ def test_experiences_land_in_redis_and_change_the_version(decision, redis_server
 
 
 def test_redis_down_keeps_decisions_flowing_and_buffers_experiences(decision, redis_server):
-    httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=60)
+    httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=700)
     redis_server.stop()
     try:
         answer = httpx.post(f"{decision.base_url}/v1/decisions", json=DECIDE, timeout=30)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 
 import httpx
@@ -17,7 +18,9 @@ from edgecloud.decision.prompt import candidate_completions
 from edgecloud.decision.scoring import (
     FLOOR_MARGIN,
     AutoScorer,
+    CachedPromptLogprobScorer,
     ConstrainedAnswerScorer,
+    OpenAIEndpoint,
     PathUnsupported,
     PromptLogprobScorer,
     ScoringError,
@@ -25,7 +28,8 @@ from edgecloud.decision.scoring import (
     TopLogprobScorer,
     UnparseableAnswer,
     candidate_token_span,
-    common_start,
+    common_prefix_length,
+    logprob_contexts,
     make_scorer,
     map_top_logprobs,
     parse_constrained_answer,
@@ -48,7 +52,7 @@ class FakeEndpoint:
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        route = request.url.path.removeprefix("/v1/").replace("/", "_")
+        route = request.url.path.removeprefix("/v1").strip("/").replace("/", "_")
         handler = self.routes.get(route)
         if handler is None:
             return httpx.Response(404, json={"error": {"message": "Not Found"}})
@@ -59,6 +63,9 @@ class FakeEndpoint:
 
     def scorer(self, kind: str, api_key: str | None = None):
         return make_scorer(kind, BASE_URL, "test-model", api_key=api_key, timeout_s=5.0, transport=self.transport)
+
+    def endpoint(self) -> OpenAIEndpoint:
+        return OpenAIEndpoint(BASE_URL, "test-model", timeout_s=5.0, transport=self.transport)
 
 
 def echo_choice(index: int, pieces: list[tuple[str, float | None]]) -> dict:
@@ -118,10 +125,10 @@ def status(code: int, message: str = "nope") -> Handler:
     return lambda request: httpx.Response(code, json={"error": {"message": message, "code": code}})
 
 
-# --- prompt_logprobs ---------------------------------------------------------------------------
+# --- prompt_logprobs by echo -------------------------------------------------------------------
 
 
-async def test_prompt_logprobs_sums_the_candidate_tokens_in_one_batched_request():
+async def test_echo_sums_the_candidate_tokens_in_one_batched_request():
     fake = FakeEndpoint(
         completions=completions_with(
             echo_choice(0, [*PROMPT_PIECES, (" local", -0.7)]),
@@ -129,30 +136,30 @@ async def test_prompt_logprobs_sums_the_candidate_tokens_in_one_batched_request(
             echo_choice(1, [*PROMPT_PIECES, (" off", -0.3), ("lo", -0.2), ("ad", -0.1)]),
         )
     )
-    scorer = fake.scorer("prompt_logprobs")
-    assert isinstance(scorer, PromptLogprobScorer)
+    scorer = PromptLogprobScorer(fake.endpoint())
     result = await scorer.score(PROMPT, CANDIDATES)
     await scorer.aclose()
 
-    assert result.path is ScoringPath.PROMPT_LOGPROBS
-    assert result.requests == 1 and len(fake.requests) == 1
+    assert (result.path, result.method, result.requests) == (ScoringPath.PROMPT_LOGPROBS, "echo", 1)
+    assert len(fake.requests) == 1
     assert result.scores[Action.LOCAL] == pytest.approx(-0.7)
     assert result.scores[Action.OFFLOAD] == pytest.approx(-0.6)
     assert result.action is Action.OFFLOAD
+    assert result.completion_tokens == 1
     body = fake.bodies()[0]
     assert body["prompt"] == [PROMPT + " local", PROMPT + " offload"]
     assert body["echo"] is True and body["max_tokens"] == 0 and body["temperature"] == 0
     assert body["logprobs"] >= 0 and body["model"] == "test-model"
 
 
-async def test_prompt_logprobs_choices_are_matched_by_index_not_order():
+async def test_echo_choices_are_matched_by_index_not_order():
     fake = FakeEndpoint(
         completions=completions_with(
             echo_choice(1, [*PROMPT_PIECES, (" offload", -5.0)]),
             echo_choice(0, [*PROMPT_PIECES, (" local", -1.0)]),
         )
     )
-    result = await fake.scorer("prompt_logprobs").score(PROMPT, CANDIDATES)
+    result = await PromptLogprobScorer(fake.endpoint()).score(PROMPT, CANDIDATES)
     assert result.scores == {Action.LOCAL: -1.0, Action.OFFLOAD: -5.0}
     assert result.action is Action.LOCAL
 
@@ -173,42 +180,158 @@ def test_span_of_an_echo_that_is_not_the_prompt_is_unsupported():
         candidate_token_span(["Sure", "!"], "Keywords Decision:", " local")
 
 
-def test_common_start_moves_back_to_where_a_merge_makes_the_sequences_differ():
-    merged = ["Keywords", " Decision", ": local"]
-    unmerged = ["Keywords", " Decision", ":", " offload"]
-    firsts = [candidate_token_span(merged, "Keywords Decision:", " local")[0], 3]
-    # Scored from index 2 on in both: the same text (": local" vs ": offload") after the same tokens.
-    assert common_start([merged, unmerged], firsts) == 2
+def test_common_prefix_length():
+    assert common_prefix_length([["a", ":", " local"], ["a", ":", " off", "load"]]) == 2
+    assert common_prefix_length([["a", ":", " off"], ["a", ":", " off", "load"]], limit=2) == 2
+    assert common_prefix_length([[1, 2], [3]]) == 0
 
 
-def test_common_start_keeps_a_shared_first_candidate_token():
-    # Candidates sharing their first token (" off" of " off" and " offload"): that token is scored in both.
-    assert common_start([["a", ":", " off"], ["a", ":", " off", "load"]], [2, 2]) == 2
-
-
-async def test_prompt_logprobs_with_a_merge_scores_the_same_span_for_every_candidate():
+async def test_echo_with_a_merge_scores_the_same_span_for_every_candidate():
+    # Only " local" merged with the prompt's ":"; both are scored from where the echoes differ: the
+    # same text (": local" / ": offload") after the same tokens.
     fake = FakeEndpoint(
         completions=completions_with(
             echo_choice(0, [*PROMPT_PIECES[:-1], (": local", -4.0)]),
             echo_choice(1, [*PROMPT_PIECES, (" offload", -1.0)]),
         )
     )
-    result = await fake.scorer("prompt_logprobs").score(PROMPT, CANDIDATES)
+    result = await PromptLogprobScorer(fake.endpoint()).score(PROMPT, CANDIDATES)
     assert result.scores[Action.LOCAL] == pytest.approx(-4.0)
     assert result.scores[Action.OFFLOAD] == pytest.approx(-0.2 - 1.0)
 
 
-async def test_prompt_logprobs_without_logprobs_in_the_answer_is_unsupported():
+async def test_echo_keeps_a_first_token_the_candidates_share():
+    candidates = {Action.LOCAL: " off", Action.OFFLOAD: " offload"}
+    fake = FakeEndpoint(
+        completions=completions_with(
+            echo_choice(0, [*PROMPT_PIECES, (" off", -0.5)]),
+            echo_choice(1, [*PROMPT_PIECES, (" off", -0.5), ("load", -0.25)]),
+        )
+    )
+    result = await PromptLogprobScorer(fake.endpoint()).score(PROMPT, candidates)
+    assert result.scores == {Action.LOCAL: -0.5, Action.OFFLOAD: -0.75}
+
+
+async def test_echo_without_logprobs_in_the_answer_is_unsupported():
     choice = {"index": 0, "text": PROMPT + " local", "logprobs": None}
     fake = FakeEndpoint(completions=completions_with(choice, {**choice, "index": 1}))
     with pytest.raises(PathUnsupported):
-        await fake.scorer("prompt_logprobs").score(PROMPT, CANDIDATES)
+        await PromptLogprobScorer(fake.endpoint()).score(PROMPT, CANDIDATES)
 
 
-async def test_prompt_logprobs_with_a_missing_choice_is_malformed():
+async def test_echo_with_a_missing_choice_is_malformed():
     fake = FakeEndpoint(completions=completions_with(echo_choice(0, [*PROMPT_PIECES, (" local", -0.7)])))
     with pytest.raises(ScoringError, match="2 choice"):
-        await fake.scorer("prompt_logprobs").score(PROMPT, CANDIDATES)
+        await PromptLogprobScorer(fake.endpoint()).score(PROMPT, CANDIDATES)
+
+
+# --- prompt_logprobs by token ids (vLLM) -------------------------------------------------------
+
+
+class ToyVllm:
+    """/tokenize and token-id /v1/completions with ``logprob_token_ids``, like vLLM, over a toy vocabulary.
+
+    Words are tokens (with their leading space); " offload" is two tokens, " off" + "load". The
+    log-probability of token t after a context is ``logprob(context, t)``.
+    """
+
+    def __init__(self, logprob: Callable[[tuple[int, ...], int], float], honour_ids: bool = True) -> None:
+        self.vocab: dict[str, int] = {}
+        self.logprob = logprob
+        self.honour_ids = honour_ids
+
+    def id(self, piece: str) -> int:
+        return self.vocab.setdefault(piece, len(self.vocab) + 1)
+
+    def tokenize_text(self, text: str) -> list[int]:
+        pieces = re.findall(r"\s?[^\s]+", text)
+        return [self.id(part) for piece in pieces for part in ([" off", "load"] if piece == " offload" else [piece])]
+
+    def tokenize(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        tokens = self.tokenize_text(body["prompt"])
+        return httpx.Response(200, json={"count": len(tokens), "max_model_len": 2048, "tokens": tokens})
+
+    def completions(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        choices = []
+        for index, context in enumerate(body["prompt"]):
+            assert isinstance(context, list), "token-id prompts"
+            wanted = body["logprob_token_ids"]
+            if self.honour_ids:
+                top = {f"token_id:{token}": self.logprob(tuple(context), token) for token in wanted}
+            else:
+                top = {"the": -0.1}
+            logprobs = {"tokens": ["x"], "token_logprobs": [-0.1], "top_logprobs": [top], "text_offset": [0]}
+            choices.append({"index": index, "text": "x", "logprobs": logprobs, "finish_reason": "length"})
+        usage = {"prompt_tokens": 10, "completion_tokens": len(choices), "total_tokens": 10 + len(choices)}
+        return httpx.Response(200, json={"choices": choices, "usage": usage})
+
+
+async def test_token_ids_score_each_candidate_token_after_its_token_context():
+    toy = ToyVllm(lambda context, token: -float(len(context)) / 100 - token / 1000)
+    fake = FakeEndpoint(tokenize=toy.tokenize, completions=toy.completions)
+    scorer = CachedPromptLogprobScorer(fake.endpoint())
+    result = await scorer.score(PROMPT, CANDIDATES)
+
+    prompt_ids = toy.tokenize_text(PROMPT)
+    n = len(prompt_ids)
+    local, off, load = toy.id(" local"), toy.id(" off"), toy.id("load")
+    assert result.scores[Action.LOCAL] == pytest.approx(-n / 100 - local / 1000)
+    assert result.scores[Action.OFFLOAD] == pytest.approx((-n / 100 - off / 1000) + (-(n + 1) / 100 - load / 1000))
+    assert (result.path, result.method, result.requests, result.completion_tokens) == (
+        ScoringPath.PROMPT_LOGPROBS,
+        "token_ids",
+        1,
+        2,
+    )
+    routes = [request.url.path for request in fake.requests]
+    assert routes.count("/tokenize") == 3 and routes.count("/v1/completions") == 1
+    body = fake.bodies()[-1]
+    # Two contexts: the prompt (for " local" and " off"), the prompt + " off" (for "load").
+    assert body["prompt"] == [prompt_ids, [*prompt_ids, off]]
+    assert sorted(body["logprob_token_ids"]) == sorted({local, off, load})
+    assert body["max_tokens"] == 1 and body["temperature"] == 0 and body["return_tokens_as_token_ids"] is True
+
+
+def test_contexts_start_where_a_merged_tokenization_differs():
+    # Prompt [1, 2, 3]; " local" merges with the prompt's last token (30); " offload" does not (40, 41).
+    contexts, targets = logprob_contexts([1, 2, 3], [[1, 2, 30], [1, 2, 3, 40, 41]])
+    assert contexts == [[1, 2], [1, 2, 3], [1, 2, 3, 40]]
+    assert targets == [[(0, 30)], [(0, 3), (1, 40), (2, 41)]]
+
+
+def test_contexts_reject_a_candidate_without_tokens():
+    with pytest.raises(ScoringError, match="no token"):
+        logprob_contexts([1, 2, 3], [[1, 2, 3], [1, 2, 3, 4]])
+
+
+async def test_token_ids_without_a_tokenize_route_are_unsupported_before_any_llm_request():
+    fake = FakeEndpoint(completions=status(500))
+    with pytest.raises(PathUnsupported) as caught:
+        await CachedPromptLogprobScorer(fake.endpoint()).score(PROMPT, CANDIDATES)
+    assert caught.value.requests == 0
+    assert all(request.url.path == "/tokenize" for request in fake.requests)
+
+
+async def test_token_ids_ignored_by_the_endpoint_are_unsupported():
+    toy = ToyVllm(lambda context, token: -1.0, honour_ids=False)
+    fake = FakeEndpoint(tokenize=toy.tokenize, completions=toy.completions)
+    with pytest.raises(PathUnsupported, match="return_tokens_as_token_ids"):
+        await CachedPromptLogprobScorer(fake.endpoint()).score(PROMPT, CANDIDATES)
+
+
+async def test_prompt_logprobs_kind_falls_back_from_token_ids_to_echo():
+    fake = FakeEndpoint(
+        completions=completions_with(
+            echo_choice(0, [*PROMPT_PIECES, (" local", -0.7)]), echo_choice(1, [*PROMPT_PIECES, (" offload", -0.9)])
+        )
+    )
+    scorer = fake.scorer("prompt_logprobs")
+    first = await scorer.score(PROMPT, CANDIDATES)
+    assert (first.path, first.method, first.requests) == (ScoringPath.PROMPT_LOGPROBS, "echo", 1)
+    await scorer.score(PROMPT, CANDIDATES)
+    assert [request.url.path for request in fake.requests].count("/tokenize") == 3  # only the first call probed
 
 
 # --- top_logprobs ------------------------------------------------------------------------------
@@ -273,7 +396,7 @@ def test_strict_parsing_accepts_exactly_one_candidate_word(answer, action):
     assert parse_constrained_answer(answer, CANDIDATES) is action
 
 
-@pytest.mark.parametrize("answer", ["local because", "local because...", "", "maybe", "local.." , "Offload!", "loc"])
+@pytest.mark.parametrize("answer", ["local because", "local because...", "", "maybe", "local..", "Offload!", "loc"])
 def test_strict_parsing_rejects_anything_else(answer):
     with pytest.raises(UnparseableAnswer) as caught:
         parse_constrained_answer(answer, CANDIDATES)
@@ -311,6 +434,16 @@ async def test_auto_uses_prompt_logprobs_when_the_endpoint_has_them():
     scorer = fake.scorer("auto")
     result = await scorer.score(PROMPT, CANDIDATES)
     assert (result.path, result.action, result.requests) == (ScoringPath.PROMPT_LOGPROBS, Action.LOCAL, 1)
+    assert result.method == "echo"  # no /tokenize here: not vLLM
+
+
+async def test_auto_uses_token_ids_on_a_vllm_like_endpoint():
+    toy = ToyVllm(lambda context, token: -1.0 if token == toy.id(" local") else -0.2)
+    fake = FakeEndpoint(tokenize=toy.tokenize, completions=toy.completions, chat_completions=status(500))
+    result = await fake.scorer("auto").score(PROMPT, CANDIDATES)
+    assert (result.path, result.method, result.requests) == (ScoringPath.PROMPT_LOGPROBS, "token_ids", 1)
+    assert result.scores == {Action.LOCAL: -1.0, Action.OFFLOAD: pytest.approx(-0.4)}
+    assert result.action is Action.OFFLOAD
 
 
 @pytest.mark.parametrize("code", [400, 404, 422])
@@ -323,11 +456,12 @@ async def test_auto_falls_back_to_top_logprobs_and_remembers_it(code):
     second = await scorer.score(PROMPT, CANDIDATES)
     assert (second.path, second.requests) == (ScoringPath.TOP_LOGPROBS, 1)
     assert [request.url.path for request in fake.requests] == [
+        *["/tokenize"] * 3,
         "/v1/completions",
         "/v1/chat/completions",
         "/v1/chat/completions",
     ]
-    assert scorer.path is ScoringPath.TOP_LOGPROBS
+    assert scorer.current.path is ScoringPath.TOP_LOGPROBS
 
 
 async def test_auto_falls_back_to_constrained_when_no_logprobs_at_all():
@@ -346,7 +480,7 @@ async def test_auto_falls_back_to_constrained_when_no_logprobs_at_all():
     assert (first.path, first.action, first.requests) == (ScoringPath.CONSTRAINED, Action.LOCAL, 3)
     second = await scorer.score(PROMPT, CANDIDATES)
     assert (second.path, second.requests) == (ScoringPath.CONSTRAINED, 1)
-    assert len(fake.requests) == 4
+    assert len(fake.requests) == 3 + 4  # three /tokenize probes, then three paths, then the remembered one
 
 
 async def test_auto_treats_an_answer_without_logprobs_as_unsupported():
@@ -372,7 +506,7 @@ async def test_auto_does_not_fall_back_or_forget_on_a_server_error():
     with pytest.raises(ScoringError, match="HTTP 503") as caught:
         await scorer.score(PROMPT, CANDIDATES)
     assert not isinstance(caught.value, PathUnsupported)
-    assert len(fake.requests) == 1
+    assert [request.url.path for request in fake.requests].count("/v1/completions") == 1
     result = await scorer.score(PROMPT, CANDIDATES)
     assert result.path is ScoringPath.PROMPT_LOGPROBS
 
@@ -381,7 +515,7 @@ async def test_auto_raises_when_even_constrained_is_unsupported():
     fake = FakeEndpoint()  # every route 404
     with pytest.raises(PathUnsupported):
         await fake.scorer("auto").score(PROMPT, CANDIDATES)
-    assert len(fake.requests) == 3
+    assert len(fake.requests) == 3 + 3
 
 
 # --- HTTP and errors ---------------------------------------------------------------------------
@@ -430,7 +564,9 @@ async def test_no_prompt_text_in_info_logs(caplog):
     with caplog.at_level("INFO", logger="edgecloud.decision.scoring"):
         await fake.scorer("auto", api_key="sk-secret").score(PROMPT, CANDIDATES)
     assert caplog.records
-    assert all("Keywords" not in record.getMessage() and "sk-secret" not in record.getMessage() for record in caplog.records)
+    assert all(
+        "Keywords" not in record.getMessage() and "sk-secret" not in record.getMessage() for record in caplog.records
+    )
 
 
 def test_unknown_kind_is_rejected():

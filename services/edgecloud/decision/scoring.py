@@ -3,9 +3,17 @@
 Eq. 5 asks for Pr(y | x, E, D) of each candidate y; eq. 6 takes the argmax. Three paths get it from
 what an endpoint offers, best first:
 
-- ``prompt_logprobs``: the exact eq. 5. One batched ``POST /completions`` with every prompt +
-  candidate, ``echo`` and ``logprobs`` and ``max_tokens: 0``: the endpoint returns the log-probability
-  of every prompt token and generates no text (vLLM; its prefix cache makes the shared prompt cheap).
+- ``prompt_logprobs``: eq. 5 exactly, the sum of the log-probabilities of the candidate's tokens
+  after the prompt. Two ways to ask, both one batched ``POST /completions`` that generates no text
+  (vLLM runs one decode step per prompt and discards it):
+
+  * ``CachedPromptLogprobScorer`` (vLLM extensions, the fast one): tokenize with ``/tokenize``, then
+    send token-id prompts that end right before each candidate token and ask for the log-probability
+    of exactly that token (``logprob_token_ids``). The prompt is read through vLLM's prefix cache:
+    ~3 s per decision on the CPU testbed once a pool's prompt is cached.
+  * ``PromptLogprobScorer`` (the OpenAI legacy-completions way): every prompt + candidate with
+    ``echo``, ``logprobs`` and ``max_tokens: 0``. vLLM 0.32 reads no prefix cache for requests with
+    prompt log-probabilities, so each decision prefills the whole prompt twice: ~90 s on that CPU.
 - ``top_logprobs``: chat endpoints without prompt log-probabilities (GPT-4o): one chat completion of
   one token with its 20 most likely alternatives, mapped to candidates.
 - ``constrained``: no log-probabilities at all: a short greedy answer, parsed strictly.
@@ -17,41 +25,38 @@ is logged (the prompt holds only closed-set keywords and numbers anyway, see ``p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 
 from edgecloud.decision.keywords import Action
+from edgecloud.decision.llm_endpoint import (
+    DEFAULT_TIMEOUT_S,
+    OpenAIEndpoint,
+    PathUnsupported,
+    ScoringError,
+    choices,
+    completion_tokens,
+    field,
+)
 
 logger = logging.getLogger(__name__)
 
-# Ours: a decision is one short request; a CPU vLLM scoring a ~1,200-token prompt needs a few seconds.
-DEFAULT_TIMEOUT_S = 30.0
 # OpenAI's maximum for chat ``top_logprobs`` (and vLLM's default ``--max-logprobs``).
 TOP_LOGPROBS = 20
-# The unseen candidate's floor sits this many nats below the smallest returned log-probability.
+# An unseen candidate's floor sits this many nats below the smallest returned log-probability.
 FLOOR_MARGIN = math.log(2.0)
 # "local"/"offload" plus a period or a space fit in 3 tokens; more would only let the model explain.
 CONSTRAINED_MAX_TOKENS = 3
-# Status codes with which an endpoint says it does not offer a path (bad parameter, no such route).
-UNSUPPORTED_STATUS = frozenset({400, 404, 422})
-# How much of an endpoint's error message goes into an exception (the body is never logged).
-ERROR_SNIPPET_CHARS = 200
-
-
-class ScoringError(Exception):
-    """Scoring failed (transport, status, malformed answer); the decision service falls back."""
-
-
-class PathUnsupported(ScoringError):
-    """The endpoint does not offer this path (HTTP 400/404/422, or no log-probabilities in its answer)."""
+# How vLLM names a token in log-probabilities under ``return_tokens_as_token_ids``.
+TOKEN_ID_PREFIX = "token_id:"
 
 
 class UnparseableAnswer(ScoringError):
@@ -76,7 +81,12 @@ class ScoreResult:
     action: Action
     """The argmax of eq. 6."""
     requests: int
-    """LLM requests made for this result (AutoScorer counts the probes of paths that were rejected)."""
+    """LLM requests made (AutoScorer counts those of the paths the endpoint refused; ``/tokenize`` runs no model
+    and is not counted)."""
+    method: str
+    """How the path was asked: ``token_ids`` or ``echo`` for prompt_logprobs, else the path's name."""
+    completion_tokens: int | None = None
+    """Tokens the endpoint says it generated (``usage``), if it says; vLLM counts 1 per prompt for scoring."""
 
     def scores_by_name(self) -> dict[str, float]:
         return {action.value: score for action, score in self.scores.items()}
@@ -87,107 +97,162 @@ def argmax(scores: Mapping[Action, float]) -> Action:
     return max(scores, key=lambda action: scores[action])
 
 
-class OpenAIEndpoint:
-    """One OpenAI-compatible base URL (with ``/v1``) and model, over one shared ``httpx.AsyncClient``."""
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
-        )
-
-    async def post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body`` (plus the model) to ``route``; the parsed JSON answer, or a ``ScoringError``."""
-        started = time.perf_counter()
-        try:
-            response = await self._client.post(route, json={"model": self.model, **body})
-        except httpx.HTTPError as error:
-            raise ScoringError(f"{route} at {self.base_url}: {type(error).__name__}: {error}") from error
-        logger.debug("POST %s -> %d in %.3f s", route, response.status_code, time.perf_counter() - started)
-        if response.status_code != 200:
-            detail = f"{route} at {self.base_url}: HTTP {response.status_code}: {_error_message(response)}"
-            if response.status_code in UNSUPPORTED_STATUS:
-                raise PathUnsupported(detail)
-            raise ScoringError(detail)
-        try:
-            answer = response.json()
-        except ValueError as error:
-            raise ScoringError(f"{route} at {self.base_url}: answer is not JSON") from error
-        if not isinstance(answer, dict):
-            raise ScoringError(f"{route} at {self.base_url}: answer is not a JSON object")
-        return answer
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-def _error_message(response: httpx.Response) -> str:
-    """The OpenAI-shaped error's message if there is one, else the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:ERROR_SNIPPET_CHARS]
-    error = body.get("error") if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    if message is None and isinstance(body, dict):
-        message = body.get("message")
-    return str(message if message is not None else body)[:ERROR_SNIPPET_CHARS]
-
-
 class Scorer(ABC):
     """Scores every candidate continuation of a prompt; one instance per endpoint."""
-
-    path: ScoringPath
-
-    def __init__(self, endpoint: OpenAIEndpoint) -> None:
-        self.endpoint = endpoint
 
     @abstractmethod
     async def score(self, prompt: str, candidates: dict[Action, str]) -> ScoreResult:
         """Scores of ``candidates`` (from ``prompt.candidate_completions()``) as continuations of ``prompt``."""
 
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+
+
+class EndpointScorer(Scorer):
+    """A scorer asking one endpoint in one way (one path, one method)."""
+
+    path: ClassVar[ScoringPath]
+    method: ClassVar[str]
+
+    def __init__(self, endpoint: OpenAIEndpoint) -> None:
+        self.endpoint = endpoint
+
     async def aclose(self) -> None:
         await self.endpoint.aclose()
 
-    def _result(self, scores: dict[Action, float], requests: int = 1) -> ScoreResult:
-        return ScoreResult(scores=scores, path=self.path, action=argmax(scores), requests=requests)
+    def _result(self, scores: dict[Action, float], answer: dict[str, Any]) -> ScoreResult:
+        return ScoreResult(scores, self.path, argmax(scores), 1, self.method, completion_tokens(answer))
 
 
-def _field(value: Any, key: str, what: str) -> Any:
-    """``value[key]``, or a ``ScoringError`` naming ``what`` was malformed."""
-    if not isinstance(value, dict) or key not in value:
-        raise ScoringError(f"malformed answer: {what} has no {key!r}")
-    return value[key]
+T = TypeVar("T")
 
 
-def _choices(answer: dict[str, Any], expected: int) -> list[dict[str, Any]]:
-    choices = _field(answer, "choices", "the answer")
-    if not isinstance(choices, list) or len(choices) != expected:
-        raise ScoringError(f"malformed answer: expected {expected} choice(s)")
-    if not all(isinstance(choice, dict) for choice in choices):
-        raise ScoringError("malformed answer: a choice is not an object")
-    return sorted(choices, key=lambda choice: choice.get("index", 0))
+def common_prefix_length(sequences: Sequence[Sequence[T]], limit: int | None = None) -> int:
+    """How many leading items all ``sequences`` share (at most ``limit``)."""
+    shortest = min(len(sequence) for sequence in sequences)
+    bound = shortest if limit is None else min(shortest, limit)
+    first = sequences[0]
+    length = 0
+    while length < bound and all(sequence[length] == first[length] for sequence in sequences):
+        length += 1
+    return length
 
 
-class PromptLogprobScorer(Scorer):
-    """Eq. 5 exactly, from the log-probabilities of the echoed prompt + candidate tokens (vLLM).
+# --- prompt_logprobs, by token ids (vLLM, prefix-cache friendly) ---------------------------------
 
-    vLLM 0.32 accepts ``echo: true`` with ``max_tokens: 0`` (it runs one decode step internally, so
-    ``usage.completion_tokens`` is 1, but returns only the prompt: no text is generated) and
-    ``logprobs: 1``, which it also applies to the prompt (its ``prompt_logprobs`` extension defaults
-    to ``logprobs`` under ``echo``).
+
+class CachedPromptLogprobScorer(EndpointScorer):
+    """Eq. 5 exactly, read through vLLM's prefix cache (vLLM extensions; see the module docstring).
+
+    1. ``POST /tokenize`` (vLLM, at the server root) the prompt and each prompt + candidate: the
+       server's own tokens, so a token merging the prompt's end with a candidate is handled (the
+       candidate's tokens are all those after the prefix the tokenizations share).
+    2. One ``POST /v1/completions`` whose prompts are the token-id contexts before each candidate token
+       (the shared prefix, then the prefix plus the first tokens of longer candidates), with
+       ``max_tokens: 1``, ``logprobs: 1``, ``logprob_token_ids`` (the candidates' tokens) and
+       ``return_tokens_as_token_ids``. A candidate's score is the sum of its tokens' log-probabilities.
+       Every context starts with the same prompt, which the prefix cache then holds.
     """
 
     path = ScoringPath.PROMPT_LOGPROBS
+    method = "token_ids"
+
+    async def score(self, prompt: str, candidates: dict[Action, str]) -> ScoreResult:
+        actions = list(candidates)
+        texts = [prompt, *(prompt + candidates[action] for action in actions)]
+        # All tokenizations finish (they take milliseconds) before a failure is raised: none is left in flight.
+        tokenized = await asyncio.gather(*(self._tokenize(text) for text in texts), return_exceptions=True)
+        for outcome in tokenized:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        prompt_ids, *candidate_ids = [outcome for outcome in tokenized if isinstance(outcome, list)]
+        contexts, targets = logprob_contexts(prompt_ids, candidate_ids)
+        answer = await self.endpoint.post(
+            "/completions",
+            {
+                "prompt": contexts,
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": 1,
+                "logprob_token_ids": sorted({token for wanted in targets for _, token in wanted}),
+                "return_tokens_as_token_ids": True,
+            },
+        )
+        tables = [_token_id_logprobs(choice) for choice in choices(answer, len(contexts))]
+        scores: dict[Action, float] = {}
+        for action, wanted in zip(actions, targets, strict=True):
+            try:
+                scores[action] = math.fsum(tables[context][token] for context, token in wanted)
+            except KeyError as missing:
+                raise PathUnsupported(f"the endpoint ignored logprob_token_ids (no token {missing})") from None
+        return self._result(scores, answer)
+
+    async def _tokenize(self, text: str) -> list[int]:
+        try:
+            answer = await self.endpoint.post(f"{self.endpoint.root_url}/tokenize", {"prompt": text})
+        except PathUnsupported as error:
+            raise PathUnsupported(f"no vLLM tokenizer route: {error}", requests=0) from error
+        tokens = answer.get("tokens")
+        if not isinstance(tokens, list) or not tokens or not all(isinstance(token, int) for token in tokens):
+            raise PathUnsupported("/tokenize answered no token ids", requests=0)
+        return tokens
+
+
+def logprob_contexts(
+    prompt_ids: Sequence[int], candidate_ids: Sequence[Sequence[int]]
+) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    """The distinct token contexts to ask for, and per candidate its (context index, next token) pairs.
+
+    The candidate's tokens are those after the prefix shared by the prompt's and every candidate's
+    tokenization, so each candidate is scored over the same text after the same tokens.
+    """
+    shared = common_prefix_length([prompt_ids, *candidate_ids])
+    if shared < 1:
+        raise ScoringError("the candidates' tokens start at the first token, which has no log-probability")
+    contexts: dict[tuple[int, ...], int] = {}
+    targets: list[list[tuple[int, int]]] = []
+    for ids in candidate_ids:
+        if len(ids) <= shared:
+            raise ScoringError("a candidate adds no token to the prompt")
+        wanted = []
+        for position in range(shared, len(ids)):
+            context = contexts.setdefault(tuple(ids[:position]), len(contexts))
+            wanted.append((context, ids[position]))
+        targets.append(wanted)
+    return [list(context) for context in contexts], targets
+
+
+def _token_id_logprobs(choice: dict[str, Any]) -> dict[int, float]:
+    """{token id: log-prob} of the choice's first generated position (``return_tokens_as_token_ids``)."""
+    logprobs = choice.get("logprobs")
+    tops = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+    if not isinstance(tops, list) or not tops or not isinstance(tops[0], dict):
+        raise PathUnsupported("the completion has no log-probabilities")
+    table: dict[int, float] = {}
+    for key, value in tops[0].items():
+        number = key.removeprefix(TOKEN_ID_PREFIX) if isinstance(key, str) else ""
+        if not (key.startswith(TOKEN_ID_PREFIX) and number.isdigit() and isinstance(value, int | float)):
+            raise PathUnsupported("the endpoint ignored return_tokens_as_token_ids")
+        table[int(number)] = float(value)
+    return table
+
+
+# --- prompt_logprobs, by echo (the OpenAI legacy-completions way) --------------------------------
+
+
+class PromptLogprobScorer(EndpointScorer):
+    """Eq. 5 exactly, from the log-probabilities of the echoed prompt + candidate tokens.
+
+    One ``POST /completions`` with ``prompt: [prompt + candidate, ...]``, ``echo: true``,
+    ``logprobs: 1``, ``max_tokens: 0``, ``temperature: 0``. vLLM 0.32 accepts ``max_tokens: 0`` only
+    with ``echo`` (it then decodes one token internally, counted in ``usage.completion_tokens``, and
+    returns only the prompt); ``logprobs`` also sets its ``prompt_logprobs`` extension under ``echo``.
+    Portable to servers with OpenAI's legacy echo, but vLLM reads no prefix cache for it (slow).
+    """
+
+    path = ScoringPath.PROMPT_LOGPROBS
+    method = "echo"
 
     async def score(self, prompt: str, candidates: dict[Action, str]) -> ScoreResult:
         actions = list(candidates)
@@ -201,20 +266,21 @@ class PromptLogprobScorer(Scorer):
                 "logprobs": 1,
             },
         )
-        choices = _choices(answer, len(actions))
-        sequences = [_echoed_tokens(choice) for choice in choices]
+        sequences = [_echoed_tokens(choice) for choice in choices(answer, len(actions))]
         spans = [
             candidate_token_span(tokens, prompt, candidates[action])
             for (tokens, _), action in zip(sequences, actions, strict=True)
         ]
-        start = common_start([tokens for tokens, _ in sequences], [first for first, _ in spans])
+        start = common_prefix_length([tokens for tokens, _ in sequences], limit=min(first for first, _ in spans))
+        if start < 1:
+            raise ScoringError("the candidate starts at the first token, which has no log-probability")
         scores: dict[Action, float] = {}
         for action, (_, logprobs), (_, end) in zip(actions, sequences, spans, strict=True):
             selected = logprobs[start:end]
             if any(value is None for value in selected):
                 raise ScoringError("malformed answer: a candidate token has no log-probability")
-            scores[action] = math.fsum(float(value) for value in selected if value is not None)
-        return self._result(scores)
+            scores[action] = math.fsum(value for value in selected if value is not None)
+        return self._result(scores, answer)
 
 
 def _echoed_tokens(choice: dict[str, Any]) -> tuple[list[str], list[float | None]]:
@@ -222,23 +288,25 @@ def _echoed_tokens(choice: dict[str, Any]) -> tuple[list[str], list[float | None
     if not isinstance(logprobs, dict) or not logprobs.get("tokens"):
         raise PathUnsupported("the completion has no echoed prompt log-probabilities")
     tokens = logprobs["tokens"]
-    values = _field(logprobs, "token_logprobs", "logprobs")
+    values = field(logprobs, "token_logprobs", "logprobs")
     if not isinstance(tokens, list) or not isinstance(values, list) or len(tokens) != len(values):
         raise ScoringError("malformed answer: tokens and token_logprobs differ in length")
     if not all(isinstance(token, str) for token in tokens):
         raise ScoringError("malformed answer: a token is not a string")
     if not all(value is None or isinstance(value, int | float) for value in values):
         raise ScoringError("malformed answer: a token log-probability is not a number")
-    return tokens, values
+    return tokens, [None if value is None else float(value) for value in values]
 
 
 def candidate_token_span(tokens: Sequence[str], prompt: str, candidate: str) -> tuple[int, int]:
     """Token indices [first, end) that cover ``candidate`` in the echo of ``prompt + candidate``.
 
-    Character offsets are recomputed from the token texts, not taken from ``text_offset``, and the
-    text is located by search: a BOS token the server adds before it, or a token it generated after
-    it, shift nothing. A token that merges the prompt's last characters with the candidate's first is
-    included (it is where the candidate begins).
+    Character offsets are recomputed from the token texts and the text is found by search, so a BOS
+    token before it or a generated token after it shifts nothing. A token merging the prompt's last
+    characters with the candidate's first is included. The scorer then starts every candidate at the
+    earliest such token, or earlier where the echoes' tokens first differ: before that index all
+    echoes have the same tokens, so each score is the log-probability of the same text after the same
+    context, and eq. 6 compares like with like even when only one candidate merged.
     """
     text = "".join(tokens)
     at = text.find(prompt + candidate)
@@ -248,34 +316,18 @@ def candidate_token_span(tokens: Sequence[str], prompt: str, candidate: str) -> 
     first = end = None
     offset = 0
     for index, token in enumerate(tokens):
-        token_end = offset + len(token)
-        if first is None and token_end > begin:
+        offset += len(token)
+        if first is None and offset > begin:
             first = index
-        if token_end >= finish:
+        if offset >= finish:
             end = index + 1
             break
-        offset = token_end
-    if first is None or end is None or first >= end:
+    if first is None or end is None:
         raise ScoringError(f"no token of the echo covers the candidate {candidate!r}")
     return first, end
 
 
-def common_start(sequences: Sequence[Sequence[str]], firsts: Sequence[int]) -> int:
-    """The token index from which every candidate is scored: the earliest candidate token, or where the
-    token sequences first differ if that is earlier (a merge at the boundary tokenized differently).
-
-    Before it, every sequence has the same tokens, so each score is the log-probability of the same
-    span of text after the same context: the comparison of eq. 6 is exact even with merges.
-    """
-    start = min(firsts)
-    if len(sequences) > 1:
-        shared = 0
-        while shared < start and all(len(s) > shared and s[shared] == sequences[0][shared] for s in sequences):
-            shared += 1
-        start = shared
-    if start < 1:
-        raise ScoringError("the candidate starts at the first token, which has no log-probability")
-    return start
+# --- top_logprobs and constrained (chat) ---------------------------------------------------------
 
 
 def candidate_word(candidate: str) -> str:
@@ -283,13 +335,14 @@ def candidate_word(candidate: str) -> str:
     return candidate.strip().lower()
 
 
-class _ChatScorer(Scorer):
-    async def _chat(self, prompt: str, **params: Any) -> dict[str, Any]:
+class _ChatScorer(EndpointScorer):
+    async def _chat(self, prompt: str, **params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the answer, its one choice) for ``prompt`` as the user message, greedy."""
         answer = await self.endpoint.post(
             "/chat/completions",
             {"messages": [{"role": "user", "content": prompt}], "temperature": 0.0, **params},
         )
-        return _choices(answer, 1)[0]
+        return answer, choices(answer, 1)[0]
 
 
 class TopLogprobScorer(_ChatScorer):
@@ -304,10 +357,11 @@ class TopLogprobScorer(_ChatScorer):
     """
 
     path = ScoringPath.TOP_LOGPROBS
+    method = "top_logprobs"
 
     async def score(self, prompt: str, candidates: dict[Action, str]) -> ScoreResult:
-        choice = await self._chat(prompt, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
-        return self._result(map_top_logprobs(_first_token_alternatives(choice), candidates))
+        answer, choice = await self._chat(prompt, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
+        return self._result(map_top_logprobs(_first_token_alternatives(choice), candidates), answer)
 
 
 def _first_token_alternatives(choice: dict[str, Any]) -> list[tuple[str, float]]:
@@ -321,7 +375,7 @@ def _first_token_alternatives(choice: dict[str, Any]) -> list[tuple[str, float]]
         alternatives = [first]  # an endpoint without alternatives still gives the chosen token
     pairs: list[tuple[str, float]] = []
     for item in alternatives:
-        token, value = _field(item, "token", "a top log-prob"), _field(item, "logprob", "a top log-prob")
+        token, value = field(item, "token", "a top log-prob"), field(item, "logprob", "a top log-prob")
         if not isinstance(token, str) or not isinstance(value, int | float):
             raise ScoringError("malformed answer: a top log-prob is not a (token, number) pair")
         pairs.append((token, float(value)))
@@ -336,7 +390,6 @@ def map_top_logprobs(
         raise ScoringError("malformed answer: no top log-probs")
     floor = min(value for _, value in alternatives) - FLOOR_MARGIN
     scores: dict[Action, float] = {}
-    matched = False
     for action, candidate in candidates.items():
         word = candidate_word(candidate)
         probability = math.fsum(
@@ -344,9 +397,8 @@ def map_top_logprobs(
             for token, value in alternatives
             if (piece := token.strip().lower()) and word.startswith(piece)
         )
-        matched = matched or probability > 0.0
         scores[action] = math.log(probability) if probability > 0.0 else floor
-    if not matched:
+    if all(score == floor for score in scores.values()):
         raise UnparseableAnswer(alternatives[0][0], f"no top token starts a candidate: {alternatives[0][0]!r}")
     return scores
 
@@ -355,12 +407,13 @@ class ConstrainedAnswerScorer(_ChatScorer):
     """A short greedy answer that must be exactly one candidate word; no probabilities at all."""
 
     path = ScoringPath.CONSTRAINED
+    method = "constrained"
 
     async def score(self, prompt: str, candidates: dict[Action, str]) -> ScoreResult:
-        choice = await self._chat(prompt, max_tokens=CONSTRAINED_MAX_TOKENS)
-        content = _field(_field(choice, "message", "the choice"), "content", "the message")
+        answer, choice = await self._chat(prompt, max_tokens=CONSTRAINED_MAX_TOKENS)
+        content = field(field(choice, "message", "the choice"), "content", "the message")
         chosen = parse_constrained_answer(content if isinstance(content, str) else "", candidates)
-        return self._result({action: 0.0 if action is chosen else -math.inf for action in candidates})
+        return self._result({action: 0.0 if action is chosen else -math.inf for action in candidates}, answer)
 
 
 def parse_constrained_answer(answer: str, candidates: Mapping[Action, str]) -> Action:
@@ -375,56 +428,65 @@ def parse_constrained_answer(answer: str, candidates: Mapping[Action, str]) -> A
     raise UnparseableAnswer(answer)
 
 
-PATH_ORDER: tuple[ScoringPath, ...] = (
-    ScoringPath.PROMPT_LOGPROBS,
-    ScoringPath.TOP_LOGPROBS,
-    ScoringPath.CONSTRAINED,
-)
-SCORER_CLS: dict[ScoringPath, type[Scorer]] = {
-    ScoringPath.PROMPT_LOGPROBS: PromptLogprobScorer,
-    ScoringPath.TOP_LOGPROBS: TopLogprobScorer,
-    ScoringPath.CONSTRAINED: ConstrainedAnswerScorer,
-}
+# --- auto and the factory ------------------------------------------------------------------------
 
 
 class AutoScorer(Scorer):
-    """Tries the paths best first; on ``PathUnsupported`` the next; remembers the first that worked.
+    """Tries its scorers best first; on ``PathUnsupported`` the next; remembers the first that worked.
 
-    Later calls start at the remembered path (never retrying the better paths the endpoint refused);
-    should that path be refused later, the next ones are tried. Any other error is raised as is and
-    changes nothing: a timeout says nothing about what the endpoint supports.
+    Later calls start at the remembered scorer (never retrying better ones the endpoint refused);
+    should it be refused later, the next ones are tried. Any other error is raised as is and changes
+    nothing: a timeout says nothing about what the endpoint supports.
     """
 
-    def __init__(self, endpoint: OpenAIEndpoint) -> None:
-        super().__init__(endpoint)
-        self._scorers = [SCORER_CLS[path](endpoint) for path in PATH_ORDER]
+    def __init__(self, endpoint: OpenAIEndpoint, scorers: Sequence[type[EndpointScorer]]) -> None:
+        if not scorers:
+            raise ValueError("AutoScorer needs at least one scorer")
+        self.endpoint = endpoint
+        self._scorers = [scorer(endpoint) for scorer in scorers]
         self._first = 0
 
     @property
-    def path(self) -> ScoringPath:  # type: ignore[override]
-        """The path the next call starts with (the remembered one once a call succeeded)."""
-        return PATH_ORDER[self._first]
+    def current(self) -> EndpointScorer:
+        """The scorer the next call starts with (the remembered one once a call succeeded)."""
+        return self._scorers[self._first]
 
     async def score(self, prompt: str, candidates: dict[Action, str]) -> ScoreResult:
         requests = 0
         for index in range(self._first, len(self._scorers)):
             scorer = self._scorers[index]
-            requests += 1
             try:
                 result = await scorer.score(prompt, candidates)
             except PathUnsupported as error:
+                requests += error.requests
                 if index == len(self._scorers) - 1:
                     raise
-                logger.info("%s: path %s unsupported (%s); trying the next", self.endpoint.base_url, scorer.path, error)
+                logger.info("%s: %s unsupported (%s); trying the next", self.endpoint.base_url, scorer.method, error)
                 continue
             if index != self._first:
-                logger.info("%s: scoring with path %s from now on", self.endpoint.base_url, scorer.path)
+                logger.info("%s: scoring by %s from now on", self.endpoint.base_url, scorer.method)
                 self._first = index
-            return ScoreResult(result.scores, result.path, result.action, requests)
-        raise AssertionError("unreachable: the last path returns or raises")
+            return ScoreResult(
+                result.scores,
+                result.path,
+                result.action,
+                requests + result.requests,
+                result.method,
+                result.completion_tokens,
+            )
+        raise AssertionError("unreachable: the last scorer returns or raises")
+
+    async def aclose(self) -> None:
+        await self.endpoint.aclose()
 
 
-SCORER_KINDS: tuple[str, ...] = ("auto", *(path.value for path in PATH_ORDER))
+# The scorers each kind tries, best first ("prompt_logprobs" uses the fast vLLM way where it can).
+SCORER_KINDS: dict[str, tuple[type[EndpointScorer], ...]] = {
+    "auto": (CachedPromptLogprobScorer, PromptLogprobScorer, TopLogprobScorer, ConstrainedAnswerScorer),
+    ScoringPath.PROMPT_LOGPROBS.value: (CachedPromptLogprobScorer, PromptLogprobScorer),
+    ScoringPath.TOP_LOGPROBS.value: (TopLogprobScorer,),
+    ScoringPath.CONSTRAINED.value: (ConstrainedAnswerScorer,),
+}
 
 
 def make_scorer(
@@ -435,13 +497,12 @@ def make_scorer(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Scorer:
-    """A scorer for ``kind`` (``auto``, ``prompt_logprobs``, ``top_logprobs`` or ``constrained``).
+    """A scorer for ``kind``: ``auto``, ``prompt_logprobs``, ``top_logprobs`` or ``constrained``.
 
-    ``transport`` is a test seam (``httpx.MockTransport``); the real one is used when it is None.
+    ``base_url`` includes ``/v1``. ``transport`` is a test seam (``httpx.MockTransport``).
     """
     if kind not in SCORER_KINDS:
         raise ValueError(f"unknown scorer kind {kind!r}; kinds are {list(SCORER_KINDS)}")
     endpoint = OpenAIEndpoint(base_url, model, api_key=api_key, timeout_s=timeout_s, transport=transport)
-    if kind == "auto":
-        return AutoScorer(endpoint)
-    return SCORER_CLS[ScoringPath(kind)](endpoint)
+    scorers = SCORER_KINDS[kind]
+    return scorers[0](endpoint) if len(scorers) == 1 else AutoScorer(endpoint, scorers)

@@ -25,7 +25,14 @@ class DecisionSettings(ServerSettings):
         description="How candidates are scored (scoring.py); auto finds the best the endpoint supports.",
     )
     llm_timeout_s: float = Field(
-        10.0, gt=0, description="Longest wait for the LLM before the fallback rule; CPU vLLM needs seconds."
+        2.0,
+        gt=0,
+        description="Longest a decision waits for the LLM before the fallback; the call goes on and fills the cache.",
+    )
+    llm_request_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="HTTP timeout of one scoring call; a cold 1,500-token prefill takes ~30 s on the CPU testbed.",
     )
     epsilon: str = Field(
         "constant:0.1", description="Exploration schedule (exploration.make_schedule); section III-B's epsilon."

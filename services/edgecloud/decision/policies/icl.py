@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -26,6 +27,8 @@ from edgecloud.decision.policies.base import Decision, DecisionContext, Decision
 from edgecloud.decision.pool import ExperiencePool, PoolNamespace
 from edgecloud.decision.prompt import candidate_completions, render_meta_prompt
 from edgecloud.decision.scoring import Scorer, ScoringError
+
+logger = logging.getLogger(__name__)
 
 
 def rule_action(state: TaskState) -> Action:
@@ -61,8 +64,22 @@ class IclPolicy(Policy):
         return await self._decide_by_llm(state)
 
     async def _decide_by_llm(self, state: TaskState) -> Decision:
+        """The cached answer, or the LLM's within the timeout, else the fallback.
+
+        A slow LLM call is not cancelled at the timeout: it goes on in the background and fills the
+        cache, so the next decision for the same x and pool version is a cache hit. On a CPU edge the
+        first prompt of a pool version takes long to prefill; the ones after it reuse vLLM's prefix cache.
+        """
         key = await self.cache_key(state)
-        decision, cached = await self.setup.cache.get_or_compute(key, lambda: self._score(state))
+        pending = asyncio.ensure_future(self.setup.cache.get_or_compute(key, lambda: self._score(state)))
+        pending.add_done_callback(_retrieve_exception)
+        try:
+            decision, cached = await asyncio.wait_for(asyncio.shield(pending), self.setup.llm_timeout_s)
+        except Exception as error:  # any failure of the LLM path falls back; a decision is always given
+            if not isinstance(error, ScoringError | TimeoutError):
+                logger.warning("decision LLM path failed unexpectedly: %s", type(error).__name__)
+            version, examples = await self.examples()
+            return fallback_decision(state, examples, version)
         return replace(decision, source=DecisionSource.CACHE) if cached else decision
 
     async def cache_key(self, state: TaskState) -> CacheKey:
@@ -81,15 +98,15 @@ class IclPolicy(Policy):
 
     async def _score(self, state: TaskState) -> Decision:
         version, examples = await self.examples()
-        prompt = render_meta_prompt(state, examples)
-        try:
-            result = await asyncio.wait_for(
-                self.setup.scorer.score(prompt, candidate_completions()), self.setup.llm_timeout_s
-            )
-        except (ScoringError, TimeoutError):
-            return fallback_decision(state, examples, version)
+        result = await self.setup.scorer.score(render_meta_prompt(state, examples), candidate_completions())
         scores = {action.value: score for action, score in result.scores.items()}
         return Decision(result.action, DecisionSource.LLM, scores, version, result.path.value)
+
+
+def _retrieve_exception(task: asyncio.Future[tuple[Decision, bool]]) -> None:
+    """A background scoring that failed after its caller fell back is not an unhandled error."""
+    if not task.cancelled():
+        task.exception()
 
 
 def fallback_decision(state: TaskState, examples: Sequence[Experience], version: int | None) -> Decision:
