@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -15,7 +14,7 @@ from redis.backoff import NoBackoff
 
 from edgecloud.core.errors import install_error_handlers
 from edgecloud.core.metrics import metrics_response
-from edgecloud.core.server import serve
+from edgecloud.core.server import listen_overrides, serve
 from edgecloud.decision.metrics import DecisionMetrics
 from edgecloud.decision.pool import ExperiencePool
 from edgecloud.decision.protocol import (
@@ -106,9 +105,5 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Offloading decisions by in-context learning (DECISION_* env).")
-    parser.add_argument("--host", help="listen address (DECISION_HOST)")
-    parser.add_argument("--port", type=int, help="listen port (DECISION_PORT)")
-    args = parser.parse_args()
-    settings = DecisionSettings(**{key: value for key, value in vars(args).items() if value is not None})
+    settings = DecisionSettings(**listen_overrides("Offloading decisions by in-context learning", "DECISION_"))
     serve(create_app(settings), settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from edgecloud.core.errors import PayloadTooLargeError, error_response, install_error_handlers
 from edgecloud.core.metrics import metrics_response
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
-from edgecloud.core.server import serve
+from edgecloud.core.server import listen_overrides, serve
 from edgecloud.gateway.metrics import GatewayMetrics
 from edgecloud.gateway.service import Endpoint, GatewayService, Relay
 from edgecloud.gateway.settings import GatewaySettings
@@ -120,10 +119,5 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="OpenAI-compatible edge-cloud gateway (settings: GATEWAY_* env).")
-    parser.add_argument("--host", help="listen address (GATEWAY_HOST)")
-    parser.add_argument("--port", type=int, help="listen port (GATEWAY_PORT)")
-    args = parser.parse_args()
-    overrides = {key: value for key, value in vars(args).items() if value is not None}
-    settings = GatewaySettings(**overrides)
+    settings = GatewaySettings(**listen_overrides("OpenAI-compatible edge-cloud gateway", "GATEWAY_"))
     serve(create_app(settings), settings)
