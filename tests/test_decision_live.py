@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import httpx
 import pytest
@@ -80,11 +81,19 @@ def test_redis_down_keeps_decisions_flowing_and_buffers_experiences(decision, re
         assert buffered.status_code == 200 and buffered.json()["buffered"]
     finally:
         redis_server.start()
-    # The next operation flushes the buffer into Redis: the better example is in the pool.
-    httpx.post(f"{decision.base_url}/v1/experiences", json={**EXPERIENCE, "generation_s": 9.0}, timeout=10)
-    pool = httpx.get(f"{decision.base_url}/v1/pool").json()
-    example = next(e for e in pool["examples"] if e["service_type"] == "summarization")
-    assert example["generation_s"] == 1.0
+    # After its retry interval the service tries Redis again and flushes the buffer in order: the
+    # better example (1.0 s) recorded while Redis was down is then in the pool.
+    deadline = time.monotonic() + 15.0
+    while True:
+        pool = httpx.get(f"{decision.base_url}/v1/pool").json()
+        example = next(e for e in pool["examples"] if e["service_type"] == "summarization")
+        if example["generation_s"] == 1.0:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"the buffered experience never reached Redis: {pool}")
+        time.sleep(0.2)
+    later = httpx.post(f"{decision.base_url}/v1/experiences", json={**EXPERIENCE, "generation_s": 9.0}).json()
+    assert (later["outcome"], later["buffered"]) == ("kept_existing", False)
 
 
 def test_decision_llm_down_falls_back(redis_server, tmp_path):
