@@ -71,6 +71,9 @@ class IclPolicy(Policy):
         first prompt of a pool version takes long to prefill; the ones after it reuse vLLM's prefix cache.
         """
         key = await self.cache_key(state)
+        hit = self.setup.cache.get(key)
+        if hit is not None:  # the steady state: no task, no timer
+            return replace(hit, source=DecisionSource.CACHE)
         pending = asyncio.ensure_future(self.setup.cache.get_or_compute(key, lambda: self._score(state)))
         pending.add_done_callback(_retrieve_exception)
         try:
