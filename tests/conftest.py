@@ -98,19 +98,24 @@ def vllm_testbed(tmp_path_factory: pytest.TempPathFactory):
         assert not tcp_open(port)(), f"something still listens on {port} after Ctrl-C"
 
 
+def start_service(service: str, log_dir: Path, **settings: str) -> ServerProcess:
+    """``python -m edgecloud.<service>`` on a free port, ``settings`` as its ``<SERVICE>_*`` variables, healthy."""
+    prefix = f"{service.upper()}_"
+    env = {f"{prefix}PORT": "{port}", **{f"{prefix}{key.upper()}": value for key, value in settings.items()}}
+    server = ServerProcess(f"edgecloud.{service}", env=env, log_path=log_dir / f"{service}-{free_port()}.log")
+    return server.start().wait_ready()
+
+
 def start_simulator(log_dir: Path, profile: str, **settings: str) -> tuple[ServerProcess, str]:
     """A simulator serving ``profile`` under the profile's name; returns it and its OpenAI base URL."""
-    env = {"LLMSIM_PORT": "{port}", "LLMSIM_PROFILE": profile, "LLMSIM_MODEL": profile}
-    env.update({f"LLMSIM_{key.upper()}": value for key, value in settings.items()})
-    server = ServerProcess("edgecloud.llmsim", env=env, log_path=log_dir / f"llmsim-{profile}-{free_port()}.log")
-    return server.start().wait_ready(), f"{server.base_url}/v1"
+    server = start_service("llmsim", log_dir, profile=profile, model=profile, **settings)
+    return server, f"{server.base_url}/v1"
 
 
 def start_gateway(log_dir: Path, **settings: str) -> tuple[ServerProcess, str]:
     """A gateway with ``settings`` as GATEWAY_* variables; returns it and its base URL (without /v1)."""
-    env = {"GATEWAY_PORT": "{port}", **{f"GATEWAY_{key.upper()}": value for key, value in settings.items()}}
-    server = ServerProcess("edgecloud.gateway", env=env, log_path=log_dir / f"gateway-{free_port()}.log")
-    return server.start().wait_ready(), server.base_url
+    server = start_service("gateway", log_dir, **settings)
+    return server, server.base_url
 
 
 @dataclass

@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from conftest import start_service
 from edgecloud.testbed.processes import free_port
 from redis_server import RedisServer
 from servers import ServerProcess
@@ -18,18 +19,9 @@ DECIDE = {"service_type": "summarization", "estimated_tokens": 300}
 EXPERIENCE = {**DECIDE, "decision": "local", "transmission_s": 0.05, "generation_s": 4.2, "quality_met": True}
 
 
-def start_decision_service(tmp_path, redis_url: str, llm_url: str, **settings: str) -> ServerProcess:
-    env = {
-        "DECISION_PORT": "{port}",
-        "DECISION_REDIS_URL": redis_url,
-        "DECISION_LLM_URL": llm_url,
-        "DECISION_LLM_MODEL": "smollm2-135m-instruct",
-        "DECISION_EPSILON": "constant:0",
-        "DECISION_ADMIN_API_KEY": "test-admin",
-        **{f"DECISION_{key.upper()}": value for key, value in settings.items()},
-    }
-    server = ServerProcess("edgecloud.decision", env=env, log_path=tmp_path / f"decision-{free_port()}.log")
-    return server.start().wait_ready()
+def start_decision_service(log_dir, redis_url: str, llm_url: str, **settings: str) -> ServerProcess:
+    defaults = {"llm_model": "smollm2-135m-instruct", "epsilon": "constant:0", "admin_api_key": "test-admin"}
+    return start_service("decision", log_dir, redis_url=redis_url, llm_url=llm_url, **{**defaults, **settings})
 
 
 @pytest.fixture(scope="module")

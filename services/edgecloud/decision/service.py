@@ -86,7 +86,7 @@ class DecisionService:
             if issubclass(policy_class, LatestIclPolicy):
                 return policy_class(setup, self.settings.latest_examples)
             return policy_class(setup)
-        return build_baseline(policy_class, rng, self.reward_params)
+        return policy_class.from_service(rng=rng, reward_params=self.reward_params)
 
     async def decide(self, request: DecisionRequest) -> DecisionResponse:
         started = self.clock()
@@ -172,8 +172,3 @@ class DecisionService:
         namespace = PoolNamespace(cell, policy)
         self.policy(namespace)
         return await self.pool.clear(namespace)
-
-
-def build_baseline(policy_class: type[Policy], rng: random.Random, reward_params: RewardParams) -> Policy:
-    """Construct a non-ICL policy from what it declares it needs."""
-    return policy_class.from_service(rng=rng, reward_params=reward_params)  # type: ignore[attr-defined]

@@ -83,7 +83,7 @@ class GatewayService:
         try:
             response = await self.upstream.post(backend, endpoint.value, payload, request_id)
         except ServiceError:
-            self._finish(backend, timing, "upstream_error")
+            self._finish(backend, timing, StreamOutcome.UPSTREAM_ERROR)
             raise
         headers = self._headers(backend, timing, request_id)
         if not request.stream:

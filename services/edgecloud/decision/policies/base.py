@@ -7,14 +7,16 @@ RouteLLM's ``Router`` and ``ROUTER_CLS``.
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.keywords import Action, TaskState
+from edgecloud.decision.reward import RewardParams
 
 
 class DecisionSource(StrEnum):
@@ -58,6 +60,11 @@ class Policy(ABC):
     async def learn(self, experience: Experience) -> None:
         """See the outcome of a decision; policies that learn from the pool alone ignore it."""
         return None
+
+    @classmethod
+    def from_service(cls, *, rng: random.Random, reward_params: RewardParams) -> Self:
+        """Build the policy from what the decision service has; policies needing more are built there."""
+        raise TypeError(f"policy {cls.name!r} cannot be built from the service's seed and reward parameters")
 
 
 POLICY_REGISTRY: dict[str, type[Policy]] = {}
