@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from edgecloud.core.clock import VirtualClock, sleep_until
 from edgecloud.llmsim.app import main, parse_args
 from edgecloud.llmsim.engine import Engine, EngineRequest, RequestTiming
-from edgecloud.llmsim.latency import LatencyModel, VirtualClock, sleep_until
+from edgecloud.llmsim.latency import LatencyModel
 from edgecloud.llmsim.metrics import EngineMetrics
 from edgecloud.llmsim.profiles import DEFAULT_PROFILES_FILE, LatencyProfile, load_profiles, parse_seconds
 from edgecloud.llmsim.settings import LLMSimSettings

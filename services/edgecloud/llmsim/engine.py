@@ -19,7 +19,8 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from edgecloud.llmsim.latency import Clock, LatencyModel, sleep_until
+from edgecloud.core.clock import Clock, sleep_until
+from edgecloud.llmsim.latency import LatencyModel
 from edgecloud.llmsim.metrics import EngineMetrics
 from edgecloud.llmsim.profiles import LatencyProfile
 

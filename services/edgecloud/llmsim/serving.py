@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from edgecloud.core.clock import Clock, RealClock
 from edgecloud.core.errors import BadRequestError, ContextLengthError, ModelNotFoundError
 from edgecloud.core.protocol import (
     ChatCompletionChoice,
@@ -36,7 +37,6 @@ from edgecloud.core.sse import DONE_EVENT
 from edgecloud.llmsim.content import ContentSource, GeneratedText, TokenCodec, load_corpus
 from edgecloud.llmsim.engine import Engine, EngineRequest
 from edgecloud.llmsim.failures import FailureInjector, StreamAborted
-from edgecloud.llmsim.latency import Clock, RealClock
 from edgecloud.llmsim.metrics import EngineMetrics
 from edgecloud.llmsim.profiles import LatencyProfile
 from edgecloud.llmsim.settings import LLMSimSettings
