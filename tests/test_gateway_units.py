@@ -14,7 +14,8 @@ from edgecloud.core.errors import (
     UpstreamUnavailableError,
 )
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest
-from edgecloud.gateway.relay import SSEEventSplitter, StreamState, carries_token, carries_usage, error_from_upstream
+from edgecloud.core.sse import SSEEventSplitter, carries_token, carries_usage
+from edgecloud.gateway.relay import StreamState, error_from_upstream
 from edgecloud.gateway.routing import RouteSelector
 from edgecloud.gateway.settings import GatewaySettings, Route
 from edgecloud.gateway.timing import RequestTiming

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -24,7 +23,7 @@ from edgecloud.core.errors import (
     UpstreamUnavailableError,
     error_body,
 )
-from edgecloud.core.sse import DONE_EVENT
+from edgecloud.core.sse import DONE_EVENT, SSEEventSplitter, carries_token, carries_usage
 from edgecloud.gateway.routing import Backend
 from edgecloud.gateway.settings import GatewaySettings
 from edgecloud.gateway.timing import RequestTiming
@@ -33,10 +32,6 @@ logger = logging.getLogger(__name__)
 
 # Statuses a backend may return that are the client's doing, passed on unchanged.
 RELAYED_CLIENT_STATUSES = frozenset({400, 404, 413, 422, 429})
-# Byte-level tests on raw chunks, so that only the rare usage chunk is ever parsed as JSON:
-# a chunk carries a token if it has non-empty generated text (chat delta content or completion text).
-_TOKEN_TEXT = re.compile(rb'"(?:content|text)":\s*"(?!")')
-_USAGE_OBJECT = re.compile(rb'"usage":\s*\{')
 
 
 class UpstreamClient:
@@ -140,31 +135,11 @@ def read_completion(body: bytes, timing: RequestTiming) -> None:
         _record_usage(timing, parsed.get("usage"))
 
 
-def carries_usage(data: bytes) -> bool:
-    return _USAGE_OBJECT.search(data) is not None
-
-
-def carries_token(data: bytes) -> bool:
-    return _TOKEN_TEXT.search(data) is not None
-
-
 class StreamOutcome:
     SUCCESS = "success"
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_DISCONNECT = "upstream_disconnect"
     CLIENT_DISCONNECT = "client_disconnect"
-
-
-class SSEEventSplitter:
-    """Cuts a byte stream into complete SSE events; a partial event waits for the next read."""
-
-    def __init__(self) -> None:
-        self._pending = b""
-
-    def feed(self, block: bytes) -> list[bytes]:
-        data = self._pending + block.replace(b"\r\n", b"\n")
-        *events, self._pending = data.split(b"\n\n")
-        return [event for event in events if event.strip()]
 
 
 async def relay_stream(
