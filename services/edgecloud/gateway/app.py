@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -11,9 +10,9 @@ from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from edgecloud.core.errors import PayloadTooLargeError, error_response, install_error_handlers
+from edgecloud.core.errors import install_error_handlers
+from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import metrics_response
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
 from edgecloud.core.server import listen_overrides, serve
@@ -24,24 +23,6 @@ from edgecloud.gateway.streaming import SSERelayResponse
 
 GenerationRequestModel = type[ChatCompletionRequest] | type[CompletionRequest]
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class IngressMiddleware:
-    """Stamps each request's arrival time (TTFT counts from here) and refuses oversized bodies."""
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["arrived"] = time.perf_counter()
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > self.max_body_bytes:
-                error = PayloadTooLargeError(f"The request body is larger than {self.max_body_bytes} bytes.")
-                await error_response(error.status, error.to_response())(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def _to_response(relay: Relay) -> Response:
