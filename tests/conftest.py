@@ -107,8 +107,8 @@ def start_service(service: str, log_dir: Path, **settings: str) -> ServerProcess
 
 
 def start_simulator(log_dir: Path, profile: str, **settings: str) -> tuple[ServerProcess, str]:
-    """A simulator serving ``profile`` under the profile's name; returns it and its OpenAI base URL."""
-    server = start_service("llmsim", log_dir, profile=profile, model=profile, **settings)
+    """A simulator serving ``profile`` (under its name unless ``model`` says otherwise) and its OpenAI base URL."""
+    server = start_service("llmsim", log_dir, **{"profile": profile, "model": profile, **settings})
     return server, f"{server.base_url}/v1"
 
 

@@ -54,10 +54,12 @@ class AuthenticationError(ServiceError):
     error_type = "authentication_error"
 
 
-class ModelNotFoundError(ServiceError):
+class NotFoundError(ServiceError):
     status = HTTPStatus.NOT_FOUND
     error_type = "invalid_request_error"
 
+
+class ModelNotFoundError(NotFoundError):
     def __init__(self, model: str):
         super().__init__(f"The model '{model}' does not exist.", param="model", code="model_not_found")
 

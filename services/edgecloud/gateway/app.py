@@ -16,10 +16,10 @@ from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import metrics_response
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
 from edgecloud.core.server import listen_overrides, serve
+from edgecloud.core.streaming import WatchedStreamingResponse
 from edgecloud.gateway.metrics import GatewayMetrics
 from edgecloud.gateway.service import Endpoint, GatewayService, Relay
 from edgecloud.gateway.settings import GatewaySettings
-from edgecloud.gateway.streaming import SSERelayResponse
 
 GenerationRequestModel = type[ChatCompletionRequest] | type[CompletionRequest]
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -27,7 +27,7 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def _to_response(relay: Relay) -> Response:
     if relay.stream is not None:
-        return SSERelayResponse(relay.stream, headers={**STREAM_HEADERS, **relay.headers})
+        return WatchedStreamingResponse(relay.stream, headers={**STREAM_HEADERS, **relay.headers})
     return Response(relay.body, media_type="application/json", headers=relay.headers)
 
 

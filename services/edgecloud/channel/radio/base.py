@@ -8,7 +8,6 @@ moves the bytes. ``RadioModel`` (3GPP TR 38.901 UMa/UMi) and ``ConstantCapacityC
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,7 +47,7 @@ class ChannelModel(Protocol):
         """Let ``n_slots`` slots pass: fast fading, interferer activity and mobility evolve."""
         ...
 
-    def rates_bps(self, handles: Sequence[int]) -> np.ndarray:
+    def rates_bps(self, handles: np.ndarray) -> np.ndarray:
         """Achievable rate of every RB for each user in this slot, bit/s, shape (len(handles), num_rbs)."""
         ...
 

@@ -1,9 +1,10 @@
-"""An SSE response for the relay that costs one plain asyncio task, not a task group per response.
+"""A streamed response that costs one plain asyncio task, not a task group per response.
 
 Starlette's ``StreamingResponse`` watches for the client leaving through an anyio task group, which
 showed as about a tenth of the gateway's CPU per request under load (BENCHMARKS.md). This response
 watches with one asyncio task instead and, when the client goes away, cancels the relay so that the
-upstream connection is closed at once and the backend stops generating.
+upstream connection is closed at once and the backend stops generating (the gateway), or the user's
+bytes leave the scheduler (the channel emulator).
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from starlette.types import Receive, Scope, Send
 from edgecloud.core.sse import SSE_MEDIA_TYPE
 
 
-class SSERelayResponse(Response):
-    media_type = SSE_MEDIA_TYPE
-
-    def __init__(self, events: AsyncGenerator[bytes, None], headers: dict[str, str]):
+class WatchedStreamingResponse(Response):
+    def __init__(
+        self,
+        events: AsyncGenerator[bytes, None],
+        headers: dict[str, str],
+        status_code: int = 200,
+        media_type: str = SSE_MEDIA_TYPE,
+    ):
         # Like StreamingResponse: no body, so no content-length; the body is chunked.
-        self.status_code = 200
+        self.status_code = status_code
+        self.media_type = media_type
         self.background = None
         self.init_headers(headers)
         self.events = events

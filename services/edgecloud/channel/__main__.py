@@ -1,0 +1,3 @@
+from edgecloud.channel.app import main
+
+main()

@@ -1,0 +1,107 @@
+"""The air interface in seconds: bits submitted at a time are delivered when the cell has sent them.
+
+``AirInterface`` maps the cell's slots onto a time axis (slot s spans [t0 + s T, t0 + (s+1) T)).
+Bits submitted for time t are queued at t and compete from the first slot starting at or after t:
+the scheduler decides at slot boundaries. Submissions may lie in the future (the backhaul delay
+of an offloaded answer); they are queued in time order, interleaved exactly with the slots, so the
+delivery times do not depend on how often ``advance_to`` is called. The live pacer calls it every
+few milliseconds of wall time; an experiment calls ``deliver`` once for thousands of items in
+virtual time. Both get the same schedule.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+from edgecloud.channel.cell import Cell, SlotDelivery
+
+
+@dataclass(frozen=True)
+class Delivery:
+    key: Hashable
+    user_id: str
+    time: float  # seconds on the interface's time axis
+
+
+@dataclass(frozen=True)
+class Transmission:
+    """Bits for a user, ready at the base station at ``ready_time`` (seconds)."""
+
+    user_id: str
+    ready_time: float
+    bits: float
+    key: Hashable
+    flow: int = 0
+
+
+class AirInterface:
+    def __init__(self, cell: Cell, start_time: float = 0.0):
+        self.cell = cell
+        self.start_time = start_time
+        self.slot_duration_s = cell.channel.slot_duration_s
+        self._pending: list[tuple[float, int, Transmission]] = []  # heap by ready time, then submission order
+        self._sequence = itertools.count()
+
+    def slot_start(self, slot: int) -> float:
+        return self.start_time + slot * self.slot_duration_s
+
+    def _first_slot_from(self, time: float) -> int:
+        return max(math.ceil((time - self.start_time) / self.slot_duration_s - 1e-9), 0)
+
+    def submit(self, transmission: Transmission) -> None:
+        heapq.heappush(self._pending, (transmission.ready_time, next(self._sequence), transmission))
+
+    def advance_to(self, now: float) -> list[Delivery]:
+        """Queue the submissions ready by ``now`` and run every slot that has started by ``now``.
+
+        A slot runs at its start, as a real scheduler decides then; its deliveries, at its end, may
+        lie up to one slot after ``now``, so the pacer can release them on time, not a tick late.
+        """
+        deliveries: list[Delivery] = []
+        while self._pending and self._pending[0][0] <= now:
+            ready_time, _, item = heapq.heappop(self._pending)
+            deliveries.extend(self._run_until(self._first_slot_from(ready_time)))
+            if self.cell.enqueue(item.user_id, item.bits, item.key, item.flow) is not None:
+                deliveries.append(Delivery(item.key, item.user_id, ready_time))  # nothing to send, nothing ahead
+        started = max(math.floor((now - self.start_time) / self.slot_duration_s + 1e-9) + 1, 0)
+        deliveries.extend(self._run_until(started))
+        return deliveries
+
+    def _run_until(self, slot: int) -> list[Delivery]:
+        return [self._timed(delivery) for delivery in self.cell.run_until(slot)]
+
+    def cancel(self, user_id: str, flow: int) -> list[Delivery]:
+        """Forget a flow: its pending submissions and its queued bits."""
+        kept = [entry for entry in self._pending if not (entry[2].user_id == user_id and entry[2].flow == flow)]
+        if len(kept) != len(self._pending):
+            self._pending = kept
+            heapq.heapify(self._pending)
+        return [self._timed(delivery) for delivery in self.cell.cancel(user_id, flow)]
+
+    def deliver(self, transmissions: Iterable[Transmission], max_drain_s: float = 3600.0) -> list[Delivery]:
+        """Virtual time: submit everything, run to the last delivery, return the deliveries in time order."""
+        for transmission in transmissions:
+            self.submit(transmission)
+        deliveries: list[Delivery] = []
+        while self._pending:
+            deliveries.extend(self.advance_to(self._pending[0][0]))
+        max_slots = math.ceil(max_drain_s / self.slot_duration_s)
+        deliveries.extend(self._timed(delivery) for delivery in self.cell.run_until_idle(max_slots))
+        return deliveries
+
+    def next_event_time(self) -> float:
+        """When ``advance_to`` next has work: the next slot's start if anyone waits, else the next submission."""
+        if self.cell.backlogged:
+            return self.slot_start(self.cell.slot)
+        if self._pending:
+            return self._pending[0][0]
+        return math.inf
+
+    def _timed(self, delivery: SlotDelivery) -> Delivery:
+        """At the end of the delivering slot; at the current slot's start for an item released by a cancel."""
+        slot = delivery.slot if delivery.immediate else delivery.slot + 1
+        return Delivery(delivery.key, delivery.user_id, self.slot_start(slot))

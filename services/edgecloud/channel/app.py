@@ -1,0 +1,90 @@
+"""The channel emulator's HTTP shell: the air interface in front of the gateway, plus its own views."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from edgecloud.channel.metrics import ChannelMetrics
+from edgecloud.channel.protocol import CellReport, UeList, UePlacement, UeReport
+from edgecloud.channel.service import AirService, Answer
+from edgecloud.channel.settings import ChannelSettings
+from edgecloud.core.errors import install_error_handlers
+from edgecloud.core.ingress import IngressMiddleware
+from edgecloud.core.metrics import metrics_response
+from edgecloud.core.server import listen_overrides, serve
+from edgecloud.core.streaming import WatchedStreamingResponse
+
+GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _to_response(answer: Answer) -> Response:
+    if isinstance(answer.content, bytes):
+        return Response(answer.content, status_code=answer.status, headers=answer.headers)
+    headers = {**STREAM_HEADERS, **answer.headers}
+    return WatchedStreamingResponse(answer.content, headers, answer.status, answer.media_type or "application/json")
+
+
+def create_app(settings: ChannelSettings) -> FastAPI:
+    service = AirService(settings, ChannelMetrics())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        yield
+        await service.close()
+
+    app = FastAPI(title="edgecloud channel emulator", version="0.1.0", lifespan=lifespan)
+    app.state.service = service
+    install_error_handlers(app)
+    app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    async def _generate(raw: Request) -> Response:
+        air: AirService = raw.app.state.service
+        client_host = raw.client.host if raw.client else None
+        answer = await air.forward("POST", raw.url.path, await raw.body(), raw.headers, client_host, raw.state.arrived)
+        return _to_response(answer)
+
+    for path in GENERATION_PATHS:
+        app.add_api_route(path, _generate, methods=["POST"], summary=f"OpenAI {path}, paced over the air")
+
+    @app.get("/v1/models")
+    async def models(raw: Request) -> Response:
+        return _to_response(await raw.app.state.service.passthrough("GET", "/v1/models", b"", raw.headers))
+
+    @app.get("/v1/ues")
+    async def ues(raw: Request) -> UeList:
+        return UeList(data=raw.app.state.service.ue_reports())
+
+    @app.get("/v1/ues/{user_id}")
+    async def ue(raw: Request, user_id: str) -> UeReport:
+        return raw.app.state.service.ue_report(user_id)
+
+    @app.put("/v1/ues/{user_id}")
+    async def place_ue(raw: Request, user_id: str, placement: UePlacement) -> UeReport:
+        return raw.app.state.service.place(user_id, placement)
+
+    @app.get("/v1/cell")
+    async def cell(raw: Request) -> CellReport:
+        return raw.app.state.service.cell_report()
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics(raw: Request) -> Response:
+        return metrics_response(raw.app.state.service.metrics.registry)
+
+    return app
+
+
+def main() -> None:
+    settings = ChannelSettings(
+        **listen_overrides("Channel emulator: the air interface in front of the gateway", "CHANNEL_")
+    )
+    serve(create_app(settings), settings)

@@ -1,0 +1,312 @@
+"""The 3GPP TR 38.901 downlink radio model: per-RB, per-slot rates of the paper's eq. (2).
+
+For user k served by the centre site j and RB q in the current slot:
+
+    SINR_{k,q} = p_q G_{j,k} |h_{j,k,q}|^2 / (sum_{j' != j} a_{j',q} p_q G_{j',k} |h_{j',k,q}|^2 + b_q N0)
+    rate_{k,q} = b_q log2(1 + SINR_{k,q} / Gamma), optionally capped at b_q x max spectral efficiency
+
+G is the large-scale gain 10^(-(PL + SF) / 10) of path loss (Table 7.4.1-1, in the link's LOS state
+drawn from Table 7.4.2-1) and log-normal shadowing; h is Rayleigh fading (``fading.py``); a_{j',q} in
+{0, 1} is whether interfering site j' uses RB q this slot (eq. 2's z_{j',q}, Bernoulli(activity_factor)).
+The scheduler applies the serving side's z_{j,q,k} by choosing which user gets RB q.
+
+``rates_bps`` runs every 0.5 ms slot of the live service, so all per-user state lives in preallocated
+arrays (rows, grown by doubling) behind a handle -> row index, and nothing in the per-slot path loops
+over users or RBs in Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgecloud.channel.radio import fading, layout, pathloss
+from edgecloud.channel.radio.base import UeRadioState
+from edgecloud.channel.radio.params import DB_PER_DECADE, RadioParams
+
+INITIAL_CAPACITY = 64  # rows preallocated; doubled when full
+DBM_PER_DBW = 30.0
+NO_ROW = -1
+SERVING_SITE = 0  # the centre site serves every user; the other six interfere
+MAX_DROP_ATTEMPTS = 1000  # redraws of a random drop until the serving site is its strongest
+
+Handles = Sequence[int] | np.ndarray  # user handles, as a list or an integer array
+
+# Per-user arrays: name -> (shape after the row axis, dtype). Rows [0, count) are the attached users.
+_PER_UE_ARRAYS: dict[str, tuple[tuple[int, ...], type]] = {
+    "_handle_of_row": ((), np.int64),
+    "_position": ((2,), np.float64),
+    "_waypoint": ((2,), np.float64),
+    "_los_anchor": ((2,), np.float64),  # where the LOS states were last drawn
+    "_sf_anchor": ((layout.NUM_SITES, 2), np.float64),  # where each link's shadowing was last drawn
+    "_los": ((layout.NUM_SITES,), np.bool_),
+    "_shadowing_db": ((layout.NUM_SITES,), np.float64),
+    "_path_loss_db": ((layout.NUM_SITES,), np.float64),
+    "_rx_power_w": ((layout.NUM_SITES,), np.float64),  # p_q x G per RB, before fast fading
+}
+
+
+def dbm_to_w(dbm: float) -> float:
+    return float(10 ** ((dbm - DBM_PER_DBW) / DB_PER_DECADE))
+
+
+def db_to_linear(db: float) -> float:
+    return float(10 ** (db / DB_PER_DECADE))
+
+
+class RadioModel:
+    """A 7-site UMa/UMi layout whose centre cell serves the users (implements ``base.ChannelModel``)."""
+
+    # Per-user rows, allocated from _PER_UE_ARRAYS in __init__.
+    _handle_of_row: NDArray[np.int64]
+    _position: NDArray[np.float64]
+    _waypoint: NDArray[np.float64]
+    _los_anchor: NDArray[np.float64]
+    _sf_anchor: NDArray[np.float64]
+    _los: NDArray[np.bool_]
+    _shadowing_db: NDArray[np.float64]
+    _path_loss_db: NDArray[np.float64]
+    _rx_power_w: NDArray[np.float64]
+
+    def __init__(self, params: RadioParams, rng: np.random.Generator) -> None:
+        self.params = params
+        self.num_rbs = params.num_rbs
+        self.rb_bandwidth_hz = params.rb_bandwidth_hz
+        self.slot_duration_s = params.slot_duration_s
+        self._rng = rng
+        self._rb_power_w = dbm_to_w(params.rb_power_dbm)
+        self._noise_w = dbm_to_w(params.noise_per_rb_dbm)
+        self._gap = db_to_linear(params.snr_gap_db)
+        cap = params.max_spectral_efficiency_bps_hz
+        self._rate_cap_bps = None if cap is None else cap * self.rb_bandwidth_hz
+        self._rho = fading.slot_correlation(params.ue_speed_m_s, params.carrier_frequency_hz, self.slot_duration_s)
+        self._count = 0
+        self._next_handle = 0
+        self._capacity = INITIAL_CAPACITY
+        self._row_of_handle = np.full(INITIAL_CAPACITY, NO_ROW, dtype=np.int64)
+        for name, (shape, dtype) in _PER_UE_ARRAYS.items():
+            setattr(self, name, np.zeros((INITIAL_CAPACITY, *shape), dtype=dtype))
+        self._fading = np.ones((INITIAL_CAPACITY, layout.NUM_SITES, self.num_rbs), dtype=np.complex64)
+        self._active = np.full((layout.NUM_INTERFERING_SITES, self.num_rbs), float(params.activity_factor == 1.0))
+        self._activity_stale = True  # interferer activity of the current slot not drawn yet
+        self._pending_fading_slots = 0  # slots advanced but not yet applied to the fading (see _catch_up)
+        self._pending_mobility_s = 0.0
+
+    # ---- attach, move, detach -------------------------------------------------------------------------------
+
+    @property
+    def num_ues(self) -> int:
+        return self._count
+
+    def add_ue(self, position: tuple[float, float] | None = None) -> int:
+        """Attach a user at ``position`` (metres from the serving site) or a uniform drop in the cell."""
+        params = self.params
+        if position is None:
+            point = layout.drop_uniform(self._rng, 1, params.isd_m, params.min_distance_m)[0]
+        else:
+            point = self._checked_position(position)
+        if self._count == self._capacity:
+            self._grow_rows()
+        if self._next_handle == len(self._row_of_handle):
+            grown = np.full(2 * len(self._row_of_handle), NO_ROW, dtype=np.int64)
+            grown[: self._next_handle] = self._row_of_handle
+            self._row_of_handle = grown
+        row, handle = self._count, self._next_handle
+        self._count += 1
+        self._next_handle += 1
+        self._row_of_handle[handle] = row
+        self._handle_of_row[row] = handle
+        self._position[row] = point
+        self._waypoint[row] = layout.drop_uniform(self._rng, 1, params.isd_m, params.min_distance_m)[0]
+        rows = np.array([row])
+        self._update_large_scale(rows, redraw_all=True)
+        for _ in range(MAX_DROP_ATTEMPTS):
+            if position is not None or np.argmax(self._rx_power_w[row]) == SERVING_SITE:
+                break
+            # A random drop belongs to the serving cell only if that cell is its strongest site (max received
+            # power association, as in 3GPP system-level evaluations); otherwise it would be handed over.
+            self._position[row] = layout.drop_uniform(self._rng, 1, params.isd_m, params.min_distance_m)[0]
+            self._update_large_scale(rows, redraw_all=True)
+        if params.fast_fading:
+            self._fading[row] = fading.complex_gaussian(self._rng, (layout.NUM_SITES, self.num_rbs))
+        else:
+            self._fading[row] = 1.0
+        return handle
+
+    def place_ue(self, handle: int, position: tuple[float, float]) -> None:
+        """Move a user; its path loss is recomputed, LOS and shadowing redrawn past their decorrelation distance."""
+        row = self._row(handle)
+        self._position[row] = self._checked_position(position)
+        self._update_large_scale(np.array([row]), redraw_all=False)
+
+    def remove_ue(self, handle: int) -> None:
+        """Detach a user; the last row moves into its place so rows stay contiguous. Handles are never reused."""
+        row = self._row(handle)
+        last = self._count - 1
+        if row != last:
+            for name in (*_PER_UE_ARRAYS, "_fading"):
+                array = getattr(self, name)
+                array[row] = array[last]
+            self._row_of_handle[self._handle_of_row[row]] = row
+        self._row_of_handle[handle] = NO_ROW
+        self._count -= 1
+
+    # ---- time ----------------------------------------------------------------------------------------------
+
+    def advance(self, n_slots: int) -> None:
+        """Let ``n_slots`` slots pass: fading (AR(1), rho^n), interferer activity and, if on, mobility evolve.
+
+        Fading and activity are evolved lazily, when the next slot's rates are read: an AR(1) process
+        advanced by rho^n once is distributed exactly as n one-slot steps, and the activity of skipped
+        slots is never seen, so catching up after idle time costs one step instead of n.
+        """
+        if isinstance(n_slots, bool) or not isinstance(n_slots, int | np.integer) or n_slots < 0:
+            raise ValueError(f"n_slots must be an integer >= 0, got {n_slots!r}")
+        if n_slots == 0:
+            return
+        self._pending_fading_slots += int(n_slots)
+        self._activity_stale = True
+        if self.params.mobility and self._count:
+            self._pending_mobility_s += n_slots * self.slot_duration_s
+            if self._pending_mobility_s >= self.params.mobility_update_s:
+                self._move(self._pending_mobility_s)
+                self._pending_mobility_s = 0.0
+
+    # ---- per-slot queries ----------------------------------------------------------------------------------
+
+    def rates_bps(self, handles: Handles) -> NDArray[np.float64]:
+        """Eq. (2) per RB for each user this slot, bit/s, shape (len(handles), num_rbs)."""
+        sinr = self._sinr(self._rows(handles))
+        rates = self.rb_bandwidth_hz * np.log2(1.0 + sinr / self._gap)
+        if self._rate_cap_bps is not None:
+            np.minimum(rates, self._rate_cap_bps, out=rates)
+        return rates
+
+    def sinr_db(self, handles: Handles) -> NDArray[np.float64]:
+        """Instantaneous SINR per RB this slot, dB, shape (len(handles), num_rbs)."""
+        return DB_PER_DECADE * np.log10(self._sinr(self._rows(handles)))
+
+    def mean_sinr_db(self, handles: Handles) -> NDArray[np.float64]:
+        """Wideband SINR from large-scale gains only; interferers weighted by the activity factor, dB."""
+        rx = self._rx_power_w[self._rows(handles)]
+        interference = self.params.activity_factor * rx[:, 1:].sum(axis=1)
+        return np.asarray(DB_PER_DECADE * np.log10(rx[:, 0] / (interference + self._noise_w)), dtype=np.float64)
+
+    def ue_state(self, handle: int) -> UeRadioState:
+        row = self._row(handle)
+        serving = layout.SERVING_SITE
+        x, y = (float(v) for v in self._position[row])
+        return UeRadioState(
+            cell=serving,
+            x_m=x,
+            y_m=y,
+            distance_2d_m=math.hypot(x, y),
+            los=bool(self._los[row, serving]),
+            path_loss_db=float(self._path_loss_db[row, serving]),
+            shadowing_db=float(self._shadowing_db[row, serving]),
+            mean_sinr_db=float(self.mean_sinr_db([handle])[0]),
+        )
+
+    # ---- internals -----------------------------------------------------------------------------------------
+
+    def _sinr(self, rows: NDArray[np.int64]) -> NDArray[np.float64]:
+        self._catch_up()
+        rx = self._rx_power_w[rows]  # (n, sites)
+        if self.params.fast_fading:
+            received = fading.power(self._fading[rows]) * rx[:, :, None]  # (n, sites, rbs)
+            signal = received[:, layout.SERVING_SITE, :]
+            interference = np.einsum("nsr,sr->nr", received[:, 1:, :], self._active)
+        else:
+            signal = np.repeat(rx[:, layout.SERVING_SITE, None], self.num_rbs, axis=1)
+            interference = rx[:, 1:] @ self._active
+        return np.asarray(signal / (interference + self._noise_w), dtype=np.float64)
+
+    def _catch_up(self) -> None:
+        """Apply the slots ``advance`` deferred: fading (once ``fading_block_slots`` are due) and activity."""
+        params = self.params
+        if params.fast_fading and self._pending_fading_slots >= params.fading_block_slots:
+            fading.ar1_advance(self._fading[: self._count], self._rho, self._pending_fading_slots, self._rng)
+            self._pending_fading_slots = 0
+        if self._activity_stale and 0.0 < params.activity_factor < 1.0:
+            self._active = (self._rng.random(self._active.shape) < params.activity_factor).astype(np.float64)
+        self._activity_stale = False
+
+    def _move(self, elapsed_s: float) -> None:
+        count, params = self._count, self.params
+        layout.walk_waypoints(
+            self._rng,
+            self._position[:count],
+            self._waypoint[:count],
+            params.ue_speed_m_s * elapsed_s,
+            params.isd_m,
+            params.min_distance_m,
+        )
+        self._update_large_scale(np.arange(count), redraw_all=False)
+
+    def _update_large_scale(self, rows: NDArray[np.int64], *, redraw_all: bool) -> None:
+        """Recompute path loss at the users' positions; redraw LOS states and shadowing where due.
+
+        LOS states (Table 7.4.2-1) are redrawn once a user is ``los_decorrelation_m`` from where they were
+        drawn (Table 7.6.3.1-2); a link's shadowing once the user is its state's decorrelation distance
+        (Table 7.5-6) from where it was drawn, or when its LOS state changed. ``redraw_all`` draws everything.
+        """
+        params = self.params
+        position = self._position[rows]
+        d2d = layout.distances_to_sites(position, params.isd_m)
+        old_los = self._los[rows]
+        if redraw_all:
+            redraw_los = np.ones(d2d.shape, dtype=bool)
+        else:
+            moved = np.hypot(*(position - self._los_anchor[rows]).T)
+            redraw_los = np.repeat((moved >= params.los_decorrelation_m)[:, None], layout.NUM_SITES, axis=1)
+        los = old_los
+        if redraw_los.any():
+            drawn = self._rng.random(d2d.shape) < pathloss.los_probability(params.scenario, d2d, params.ue_height_m)
+            los = np.where(redraw_los, drawn, old_los)
+            self._los_anchor[rows] = np.where(redraw_los[:, :1], position, self._los_anchor[rows])
+        sf_moved = np.hypot(*np.moveaxis(position[:, None, :] - self._sf_anchor[rows], -1, 0))
+        sf_limit = np.where(old_los, params.shadowing_decorrelation_los_m, params.shadowing_decorrelation_nlos_m)
+        redraw_sf = redraw_los if redraw_all else (los != old_los) | (sf_moved >= sf_limit)
+        shadowing = self._shadowing_db[rows]
+        if redraw_sf.any():
+            drawn_sf = pathloss.shadowing_std_db(params.scenario, los) * self._rng.standard_normal(d2d.shape)
+            shadowing = np.where(redraw_sf, drawn_sf, shadowing)
+            self._sf_anchor[rows] = np.where(redraw_sf[:, :, None], position[:, None, :], self._sf_anchor[rows])
+        loss = pathloss.path_loss(
+            params.scenario, los, d2d, params.bs_height_m, params.ue_height_m, params.carrier_frequency_hz
+        )
+        self._los[rows] = los
+        self._shadowing_db[rows] = shadowing
+        self._path_loss_db[rows] = loss
+        self._rx_power_w[rows] = self._rb_power_w * 10 ** (-(loss + shadowing) / DB_PER_DECADE)
+
+    def _grow_rows(self) -> None:
+        capacity = 2 * self._capacity
+        for name in (*_PER_UE_ARRAYS, "_fading"):
+            old = getattr(self, name)
+            grown = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            grown[: self._count] = old[: self._count]
+            setattr(self, name, grown)
+        self._capacity = capacity
+
+    def _row(self, handle: int) -> int:
+        return int(self._rows([handle])[0])
+
+    def _rows(self, handles: Handles) -> NDArray[np.int64]:
+        index = np.asarray(handles, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= self._next_handle):
+            raise KeyError(f"unknown UE handle(s) among {list(handles)}")
+        rows = self._row_of_handle[index]
+        if index.size and rows.min() == NO_ROW:
+            raise KeyError(f"UE handle(s) {index[rows == NO_ROW].tolist()} are not attached")
+        return rows
+
+    @staticmethod
+    def _checked_position(position: tuple[float, float]) -> NDArray[np.float64]:
+        point = np.asarray(position, dtype=np.float64)
+        if point.shape != (2,) or not np.isfinite(point).all():
+            raise ValueError(f"position must be two finite numbers (x_m, y_m), got {position!r}")
+        return point

@@ -1,0 +1,222 @@
+"""The channel emulator as a plain library: users in a cell, a scheduler, and paced answers.
+
+``AirService`` builds the radio model, cell, air interface and pacer from the settings, attaches
+users on their first request, forwards requests to the gateway and wraps each answer in a
+``PacedAnswer``. ``app.py`` maps its results to HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import numpy as np
+
+from edgecloud.channel.air import AirInterface
+from edgecloud.channel.cell import Cell
+from edgecloud.channel.metrics import ChannelMetrics
+from edgecloud.channel.pacing import Pacer
+from edgecloud.channel.protocol import CellReport, UePlacement, UeReport
+from edgecloud.channel.radio.base import ChannelModel
+from edgecloud.channel.radio.constant import ConstantCapacityChannel
+from edgecloud.channel.radio.model import RadioModel
+from edgecloud.channel.radio.params import load_radio_params
+from edgecloud.channel.relay import DeliveredTiming, GatewayClient, PacedAnswer, response_headers
+from edgecloud.channel.schedulers import make_scheduler
+from edgecloud.channel.settings import ChannelModelName, ChannelSettings
+from edgecloud.core.clock import Clock, RealClock
+from edgecloud.core.errors import NotFoundError, ServiceError
+
+# Routes as labels: what the gateway's route header may say; anything else is "other".
+KNOWN_ROUTES = frozenset({"edge", "cloud"})
+# 5th percentile: the cell-edge user throughput of 3GPP evaluations (TR 36.814 / ITU-R M.2412).
+CELL_EDGE_PERCENTILE = 5
+
+
+class CellFullError(ServiceError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    error_type = "server_error"
+
+
+def make_channel(settings: ChannelSettings, rng: np.random.Generator) -> ChannelModel:
+    """The radio model the settings name; 'constant' borrows the radio file's numerology."""
+    scenario = None if settings.channel_model is ChannelModelName.CONSTANT else settings.channel_model.value
+    params = load_radio_params(settings.radio_file, **({"scenario": scenario} if scenario else {}))
+    if settings.channel_model is ChannelModelName.CONSTANT:
+        return ConstantCapacityChannel(
+            settings.constant_capacity_bps, params.num_rbs, params.rb_bandwidth_hz, params.slot_duration_s
+        )
+    return RadioModel(params, rng)
+
+
+@dataclass
+class Answer:
+    """What the HTTP layer sends back: a status, headers and a body that may take time to arrive."""
+
+    status: int
+    headers: dict[str, str]
+    content: AsyncGenerator[bytes, None] | bytes = field(repr=False)
+    media_type: str | None = None
+
+
+class AirService:
+    def __init__(self, settings: ChannelSettings, metrics: ChannelMetrics, clock: Clock | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock or RealClock()
+        channel = make_channel(settings, np.random.default_rng(settings.seed))
+        stats_window_slots = settings.stats_window_s / channel.slot_duration_s
+        self.cell = Cell(channel, make_scheduler(settings.scheduler), settings.pf_window_slots, stats_window_slots)
+        self.air = AirInterface(self.cell, start_time=self.clock.now())
+        self.pacer = Pacer(self.air, self.clock, settings.tick_s)
+        self.gateway = GatewayClient(settings)
+        self._active_streams: Counter[str] = Counter()
+        metrics.watch_cell(self._cell_gauges)
+
+    async def start(self) -> None:
+        self.pacer.start()
+        await self.gateway.start()
+
+    async def close(self) -> None:
+        await self.pacer.close()
+        await self.gateway.close()
+
+    # --- users -------------------------------------------------------------------------------
+
+    def user_of(self, headers: Mapping[str, str], body: bytes, client_host: str | None) -> str:
+        """The user header, else the OpenAI ``user`` field of the body, else the client's address."""
+        named = headers.get(self.settings.user_header)
+        if named:
+            return named
+        try:
+            user = json.loads(body).get("user")
+        except (ValueError, AttributeError):
+            user = None
+        if isinstance(user, str) and user:
+            return user
+        return f"ip:{client_host or 'unknown'}"
+
+    def ensure_attached(self, user_id: str) -> None:
+        if user_id in self.cell.users:
+            return
+        if len(self.cell.users) >= self.settings.max_ues:
+            self._evict_one()
+        self.cell.attach(user_id)
+
+    def _evict_one(self) -> None:
+        idle = [user for user in self.cell.users.values() if not self._active_streams[user.user_id]]
+        if not idle:
+            raise CellFullError(f"The cell is full: {self.settings.max_ues} users have answers in flight.")
+        self.cell.detach(min(idle, key=lambda user: user.last_active_slot).user_id)
+
+    def place(self, user_id: str, placement: UePlacement) -> UeReport:
+        self.ensure_attached(user_id)
+        self.cell.channel.place_ue(self.cell.users[user_id].handle, (placement.x_m, placement.y_m))
+        return self.ue_report(user_id)
+
+    def ue_report(self, user_id: str) -> UeReport:
+        user = self.cell.users.get(user_id)
+        if user is None:
+            raise NotFoundError(f"No user {user_id!r} is attached.", param="user_id", code="user_not_found")
+        radio = self.cell.channel.ue_state(user.handle)
+        traffic = self.cell.traffic(user_id)
+        return UeReport(
+            user_id=user_id,
+            cell=radio.cell,
+            x_m=radio.x_m,
+            y_m=radio.y_m,
+            distance_m=radio.distance_2d_m,
+            los=radio.los,
+            path_loss_db=radio.path_loss_db,
+            shadowing_db=radio.shadowing_db,
+            mean_sinr_db=radio.mean_sinr_db,
+            average_throughput_bps=traffic.average_bps,
+            served_throughput_bps=traffic.served_bps,
+            delivered_bytes=traffic.delivered_bits / 8,
+            queued_bytes=user.queued_bits / 8,
+            active_streams=self._active_streams[user_id],
+        )
+
+    def ue_reports(self) -> list[UeReport]:
+        return [self.ue_report(user_id) for user_id in self.cell.users]
+
+    def cell_report(self) -> CellReport:
+        served = np.array([self.cell.traffic(u).served_bps for u in self.cell.users if self.cell.traffic(u).served_bps])
+        return CellReport(
+            channel_model=self.settings.channel_model.value,
+            scheduler=self.settings.scheduler,
+            time_s=self.clock.now() - self.air.start_time,
+            slot=self.cell.slot,
+            attached_ues=len(self.cell.users),
+            backlogged_ues=sum(user.backlogged for user in self.cell.users.values()),
+            sum_throughput_bps=self.cell.cell_throughput_bps,
+            rb_utilisation=self.cell.rb_utilisation,
+            jain_fairness=jain_index(served) if served.size else None,
+            p5_user_throughput_bps=float(np.percentile(served, CELL_EDGE_PERCENTILE)) if served.size else None,
+        )
+
+    def _cell_gauges(self) -> dict[str, float]:
+        report = self.cell_report()
+        return {
+            "attached_ues": report.attached_ues,
+            "backlogged_ues": report.backlogged_ues,
+            "sum_throughput_bps": report.sum_throughput_bps,
+            "rb_utilisation": report.rb_utilisation,
+            "jain_fairness": report.jain_fairness if report.jain_fairness is not None else float("nan"),
+        }
+
+    # --- answers -----------------------------------------------------------------------------
+
+    async def forward(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str], client_host: str | None, arrived: float
+    ) -> Answer:
+        """Forward a generation request; its answer is paced over the air to the user who sent it."""
+        user_id = self.user_of(headers, body, client_host)
+        self.ensure_attached(user_id)
+        response = await self.gateway.request(method, path, body, headers)
+        passed = response_headers(response)
+        if response.status != 200:
+            content = await response.read()
+            response.release()
+            return Answer(response.status, passed, content)
+        route_header = response.headers.get(self.settings.offload_header, "")
+        offloaded = route_header == self.settings.offload_value
+        delay_s = self.settings.backhaul_delay_s if offloaded else 0.0
+        answer = PacedAnswer(
+            settings=self.settings,
+            pacer=self.pacer,
+            metrics=self.metrics,
+            user_id=user_id,
+            flow=self.pacer.new_flow(),
+            route=route_header if route_header in KNOWN_ROUTES else "other",
+            delay_s=delay_s,
+            timing=DeliveredTiming(arrived=arrived),
+        )
+        self._active_streams[user_id] += 1
+        answer.on_finish.append(lambda: self._answer_done(user_id))
+        passed["x-channel-user"] = user_id
+        passed["x-channel-backhaul-ms"] = f"{delay_s * 1000:.1f}"
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("text/event-stream"):
+            return Answer(200, passed, answer.stream(response), media_type=content_type)
+        return Answer(200, passed, answer.body(response), media_type=content_type or "application/json")
+
+    async def passthrough(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """Anything but generation (``/v1/models``...) goes to the gateway and back without pacing."""
+        response = await self.gateway.request(method, path, body or None, headers)
+        content = await response.read()
+        response.release()
+        return Answer(response.status, response_headers(response), content)
+
+    def _answer_done(self, user_id: str) -> None:
+        self._active_streams[user_id] -= 1
+        if user_id in self.cell.users:
+            self.metrics.user_throughput.observe(self.cell.traffic(user_id).served_bps)
+
+
+def jain_index(throughputs: np.ndarray) -> float:
+    """Jain's fairness index (sum x)^2 / (n sum x^2): 1 when all equal, 1/n when one user has everything."""
+    return float(throughputs.sum() ** 2 / (throughputs.size * np.square(throughputs).sum()))

@@ -1,0 +1,108 @@
+"""Configuration of the channel emulator: one typed object, environment variables prefixed ``CHANNEL_``.
+
+Radio parameters (layout, propagation, numerology, fading) live in the radio YAML file with their
+3GPP sources (``data/radio.yaml``); this object holds the service's own choices.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from edgecloud.channel.radio.params import DEFAULT_RADIO_FILE
+from edgecloud.channel.schedulers import SCHEDULERS
+from edgecloud.core.settings import ServerSettings
+
+
+class ChannelModelName(StrEnum):
+    UMA = "uma"  # 3GPP TR 38.901 urban macro
+    UMI = "umi"  # 3GPP TR 38.901 urban micro, street canyon
+    CONSTANT = "constant"  # every user alone gets constant_capacity_bps (to check eq. 1 exactly)
+
+
+class ByteAccounting(StrEnum):
+    TOKENS = "tokens"  # output tokens x bytes_per_token, as the paper counts (eq. 1)
+    WIRE = "wire"  # the bytes actually on the wire (SSE framing and JSON included)
+
+
+class ChannelSettings(ServerSettings):
+    model_config = SettingsConfigDict(env_prefix="CHANNEL_", extra="ignore", validate_default=True)
+
+    port: int = Field(8080, ge=1, le=65535, description="TCP port; 8080, the testbed's air interface.")
+    upstream_url: str = Field(
+        "http://127.0.0.1:8000", description="The base-station gateway this air interface fronts (its root URL)."
+    )
+
+    channel_model: ChannelModelName = Field(
+        ChannelModelName.UMA, description="Radio model: 'uma' (default, the paper's urban cell), 'umi' or 'constant'."
+    )
+    radio_file: Path = Field(
+        DEFAULT_RADIO_FILE, description="YAML of radio parameters with their sources; default: data/radio.yaml."
+    )
+    constant_capacity_bps: float = Field(
+        10e6,
+        gt=0,
+        description="Capacity C of the 'constant' model, bit/s, shared by PF when several users wait. 10 Mbit/s "
+        "is our choice: a mid-cell 20 MHz NR user.",
+    )
+    scheduler: str = Field("pf", description="RB scheduler: 'pf' (the paper's, Sec. II-C), 'rr' or 'maxci'.")
+    pf_window_slots: float = Field(
+        100, ge=1, description="Averaging window W of PF's throughput filter, slots; ~100 is the usual choice."
+    )
+    stats_window_s: float = Field(
+        1.0, gt=0, description="Averaging window of the cell statistics (sum throughput, RB utilisation), seconds."
+    )
+    seed: int = Field(0, description="Seed of drops, shadowing, LOS states and fading; default 0.")
+
+    byte_accounting: ByteAccounting = Field(
+        ByteAccounting.TOKENS, description="'tokens' (default, as eq. 1) or 'wire' (actual response bytes)."
+    )
+    bytes_per_token: float = Field(
+        4.0, gt=0, description="s^token of eq. 1: about 4 bytes per token (paper Sec. IV-A, after OpenAI [8])."
+    )
+    backhaul_delay_s: float = Field(
+        0.05,
+        ge=0,
+        description="t_back of eq. 1, added before an offloaded answer reaches the BS. The paper fixes t_back "
+        "without a value; 50 ms is ours, the order of a one-way continental edge-to-cloud path.",
+    )
+    offload_header: str = Field("x-route", description="Response header by which the gateway marks the route.")
+    offload_value: str = Field("cloud", description="Value of offload_header that means offloaded (alpha = 1).")
+    user_header: str = Field(
+        "x-user-id", description="Request header naming the user; else the body's OpenAI 'user' field, else the IP."
+    )
+    tick_s: float = Field(
+        0.002,
+        gt=0,
+        le=0.05,
+        description="How often delivered chunks are released to clients; bounds the added timing error. 2 ms.",
+    )
+    max_ues: int = Field(1000, ge=1, description="Users attached at once; the longest idle one leaves for a new one.")
+
+    connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout to the gateway.")
+    read_timeout_s: float = Field(
+        600.0, gt=0, description="Longest silence from the gateway before giving up (the gateway has its own)."
+    )
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"upstream_url must start with http:// or https://, got {url!r}")
+        return url.rstrip("/")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, name: str) -> str:
+        if name not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
+        return name
+
+    @field_validator("offload_header", "user_header")
+    @classmethod
+    def _lower_header(cls, name: str) -> str:
+        return name.lower()
