@@ -27,6 +27,7 @@ TESTBED_START_TIMEOUT_S = 900.0
 @dataclass
 class RunningTestbed:
     process: subprocess.Popen[str]
+    air_url: str
     gateway_url: str
     edge_url: str
     cloud_url: str
@@ -38,9 +39,10 @@ class RunningTestbed:
 
 def start_testbed(tmp_path: Path, *flags: str) -> RunningTestbed:
     """``python -m edgecloud.testbed`` on free ports, its output collected by a reader thread."""
-    ports = {name: free_port() for name in ("gateway", "edge", "cloud", "redis")}
+    ports = {name: free_port() for name in ("air", "gateway", "edge", "cloud", "redis")}
     env = {
         **os.environ,
+        "TESTBED_AIR_PORT": str(ports["air"]),
         "TESTBED_GATEWAY_PORT": str(ports["gateway"]),
         "TESTBED_EDGE_PORT": str(ports["edge"]),
         "TESTBED_CLOUD_PORT": str(ports["cloud"]),
@@ -59,6 +61,7 @@ def start_testbed(tmp_path: Path, *flags: str) -> RunningTestbed:
     )
     testbed = RunningTestbed(
         process,
+        air_url=f"http://127.0.0.1:{ports['air']}/v1",
         gateway_url=f"http://127.0.0.1:{ports['gateway']}/v1",
         edge_url=f"http://127.0.0.1:{ports['edge']}/v1",
         cloud_url=f"http://127.0.0.1:{ports['cloud']}/v1",
@@ -93,7 +96,7 @@ def vllm_testbed(tmp_path_factory: pytest.TempPathFactory):
         testbed.process.wait(timeout=60)
     assert testbed.process.returncode == 0, testbed.text()
     assert "[testbed] stopped" in testbed.text()
-    for url in (testbed.gateway_url, testbed.edge_url, testbed.cloud_url):
+    for url in (testbed.air_url, testbed.gateway_url, testbed.edge_url, testbed.cloud_url):
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         assert not tcp_open(port)(), f"something still listens on {port} after Ctrl-C"
 

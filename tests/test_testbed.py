@@ -15,7 +15,7 @@ def test_sim_testbed_answers_a_prompt_and_stops(tmp_path):
     wait_for_output(testbed, "[testbed] stopped", timeout_s=120)
     assert testbed.process.wait(timeout=30) == 0, testbed.text()
     text = testbed.text()
-    for name in ("redis", "edge-llm (simulator)", "cloud-llm (simulator)", "gateway"):
+    for name in ("redis", "edge-llm (simulator)", "cloud-llm (simulator)", "gateway", "channel-emulator"):
         assert f"[testbed] {name} healthy after" in text
     measured = next(line for line in text.splitlines() if "[testbed] measured:" in line)
     assert "route=edge model=llama-3-8b-edge tokens=64" in measured
@@ -23,8 +23,8 @@ def test_sim_testbed_answers_a_prompt_and_stops(tmp_path):
     ttft_ms = float(measured.split("TTFT=")[1].split()[0])
     assert ttft_ms >= 230
     assert (tmp_path / "redis" / "appendonlydir").exists() or (tmp_path / "redis" / "appendonly.aof").exists()
-    port = int(testbed.gateway_url.rsplit(":", 1)[1].split("/")[0])
-    assert not tcp_open(port)()
+    for url in (testbed.air_url, testbed.gateway_url):
+        assert not tcp_open(int(url.rsplit(":", 1)[1].split("/")[0]))()
 
 
 def test_testbed_reports_a_process_that_dies(tmp_path):

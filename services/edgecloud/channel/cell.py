@@ -60,6 +60,7 @@ class UserTraffic:
 
     delivered_bits: float
     granted_bits: float  # capacity of the RBs granted; >= delivered_bits (a last RB may be part-filled)
+    granted_rbs: int  # resource blocks granted, summed over slots
     backlogged_slots: int  # slots that started with bits waiting
     average_bps: float  # the PF filter's R_k: what the scheduler believes the user has been getting
     served_bps: float  # delivered bits per second of backlog: the rate the user saw while it had data waiting
@@ -77,6 +78,7 @@ class Cell:
         self._average_bps = np.zeros(0)  # PF averaged throughput per row
         self._delivered_bits = np.zeros(0)  # cumulative per row
         self._granted_bits = np.zeros(0)
+        self._granted_rbs = np.zeros(0, dtype=np.int64)
         self._backlogged_slots = np.zeros(0, dtype=np.int64)
         self._pf_forget = 1.0 / pf_window_slots
         self._stats_forget = 1.0 / stats_window_slots
@@ -93,6 +95,7 @@ class Cell:
         self._average_bps = np.append(self._average_bps, 0.0)
         self._delivered_bits = np.append(self._delivered_bits, 0.0)
         self._granted_bits = np.append(self._granted_bits, 0.0)
+        self._granted_rbs = np.append(self._granted_rbs, 0)
         self._backlogged_slots = np.append(self._backlogged_slots, 0)
         return user
 
@@ -103,6 +106,7 @@ class Cell:
         self._average_bps = np.delete(self._average_bps, row)
         self._delivered_bits = np.delete(self._delivered_bits, row)
         self._granted_bits = np.delete(self._granted_bits, row)
+        self._granted_rbs = np.delete(self._granted_rbs, row)
         self._backlogged_slots = np.delete(self._backlogged_slots, row)
         self.channel.remove_ue(user.handle)
 
@@ -114,6 +118,7 @@ class Cell:
         return UserTraffic(
             delivered_bits=delivered,
             granted_bits=float(self._granted_bits[row]),
+            granted_rbs=int(self._granted_rbs[row]),
             backlogged_slots=busy_slots,
             average_bps=float(self._average_bps[row]),
             served_bps=delivered / busy_s if busy_s else 0.0,
@@ -195,6 +200,7 @@ class Cell:
         )
         self._backlogged_slots[rows] += 1
         self._granted_bits[rows] += granted_bits
+        self._granted_rbs[rows] += np.bincount(winners[winners >= 0], minlength=len(users))
         self._delivered_bits[rows] += delivered_bits
 
         deliveries: list[SlotDelivery] = []

@@ -43,8 +43,10 @@ class CellFullError(ServiceError):
 
 def make_channel(settings: ChannelSettings, rng: np.random.Generator) -> ChannelModel:
     """The radio model the settings name; 'constant' borrows the radio file's numerology."""
-    scenario = None if settings.channel_model is ChannelModelName.CONSTANT else settings.channel_model.value
-    params = load_radio_params(settings.radio_file, **({"scenario": scenario} if scenario else {}))
+    overrides = dict(settings.radio_overrides)
+    if settings.channel_model is not ChannelModelName.CONSTANT:
+        overrides["scenario"] = settings.channel_model.value
+    params = load_radio_params(settings.radio_file, **overrides)
     if settings.channel_model is ChannelModelName.CONSTANT:
         return ConstantCapacityChannel(
             settings.constant_capacity_bps, params.num_rbs, params.rb_bandwidth_hz, params.slot_duration_s

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from edgecloud.channel.radio.params import DEFAULT_RADIO_FILE
+from edgecloud.channel.radio.params import DEFAULT_RADIO_FILE, load_radio_params
 from edgecloud.channel.schedulers import SCHEDULERS
 from edgecloud.core.settings import ServerSettings
 
@@ -41,6 +42,10 @@ class ChannelSettings(ServerSettings):
     )
     radio_file: Path = Field(
         DEFAULT_RADIO_FILE, description="YAML of radio parameters with their sources; default: data/radio.yaml."
+    )
+    radio_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Radio parameters over the file's, as JSON, e.g. CHANNEL_RADIO_OVERRIDES='{\"mobility\": true}'.",
     )
     constant_capacity_bps: float = Field(
         10e6,
@@ -101,6 +106,12 @@ class ChannelSettings(ServerSettings):
         if name not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
         return name
+
+    @model_validator(mode="after")
+    def _radio_parameters_load(self) -> ChannelSettings:
+        """Fail at start-up, with the loader's message, on a bad radio file or override."""
+        load_radio_params(self.radio_file, **self.radio_overrides)
+        return self
 
     @field_validator("offload_header", "user_header")
     @classmethod

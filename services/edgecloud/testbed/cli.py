@@ -74,7 +74,18 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
         },
         startup_timeout_s=settings.startup_timeout_s,
     )
-    return [redis, edge, cloud, gateway]
+    air = ManagedProcess(
+        "channel-emulator",
+        [python, "-m", "edgecloud.channel"],
+        logs / "channel-emulator.log",
+        http_ok(f"http://127.0.0.1:{settings.air_port}/health"),
+        env={
+            "CHANNEL_PORT": str(settings.air_port),
+            "CHANNEL_UPSTREAM_URL": f"http://127.0.0.1:{settings.gateway_port}",
+        },
+        startup_timeout_s=settings.startup_timeout_s,
+    )
+    return [redis, edge, cloud, gateway, air]
 
 
 def _simulator(name: str, profile: str, port: int, settings: TestbedSettings) -> ManagedProcess:
@@ -107,11 +118,14 @@ def _start_all(processes: list[ManagedProcess]) -> None:
 
 def _print_urls(settings: TestbedSettings) -> None:
     rows = [
-        ("gateway", f"http://127.0.0.1:{settings.gateway_port}/v1", "OpenAI base URL for any client"),
+        ("air", f"http://127.0.0.1:{settings.air_port}/v1", "OpenAI base URL for users: paced by the emulated radio"),
+        ("gateway", f"http://127.0.0.1:{settings.gateway_port}/v1", "the base station, without the radio"),
         ("edge-llm", f"http://127.0.0.1:{settings.edge_port}/v1", EDGE_DESCRIPTION[settings.edge]),
         ("cloud-llm", f"http://127.0.0.1:{settings.cloud_port}/v1", f"simulator, {settings.cloud_sim_profile}"),
         ("redis", f"redis://127.0.0.1:{settings.redis_port}", "append-only persistence"),
-        ("metrics", f"http://127.0.0.1:{settings.gateway_port}/metrics", "Prometheus text format"),
+        ("metrics", f"http://127.0.0.1:{settings.gateway_port}/metrics", "Prometheus: measured at the base station"),
+        ("metrics", f"http://127.0.0.1:{settings.air_port}/metrics", "Prometheus: as delivered to the users"),
+        ("cell", f"http://127.0.0.1:{settings.air_port}/v1/cell", "the radio cell: throughput, fairness (and /v1/ues)"),
         ("logs", str(settings.state_dir / "logs"), ""),
     ]
     for name, url, note in rows:
@@ -128,9 +142,9 @@ def run(settings: TestbedSettings) -> int:
     try:
         _start_all(processes)
         _print_urls(settings)
-        gateway = f"http://127.0.0.1:{settings.gateway_port}/v1"
+        air = f"http://127.0.0.1:{settings.air_port}/v1"
         print(f"[testbed] prompt: {settings.demo_prompt}", flush=True)
-        result = ask(gateway, "edgecloud-auto", settings.demo_prompt, settings.demo_max_tokens)
+        result = ask(air, "edgecloud-auto", settings.demo_prompt, settings.demo_max_tokens)
         print(f"[testbed] answer: {result.answer}", flush=True)
         print(f"[testbed] measured: {result.summary()}", flush=True)
         if settings.once:

@@ -1,4 +1,4 @@
-"""Send one real prompt through the gateway, streamed, and measure TTFT and TPOT as the client sees them."""
+"""Send one real prompt over the air interface, streamed, and measure TTFT and TPOT as the user sees them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 
 import httpx
+
+DEMO_USER = "testbed-demo"  # the OpenAI 'user' field: the channel emulator's user id
 
 
 @dataclass
@@ -35,6 +37,7 @@ def ask(base_url: str, model: str, prompt: str, max_tokens: int, timeout_s: floa
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
+        "user": DEMO_USER,
     }
     pieces: list[str] = []
     first = last = None
@@ -56,7 +59,7 @@ def ask(base_url: str, model: str, prompt: str, max_tokens: int, timeout_s: floa
                     pieces.append(text)
         headers = response.headers
     if first is None or last is None:
-        raise RuntimeError("the gateway streamed no tokens")
+        raise RuntimeError("no tokens were streamed")
     return DemoResult(
         answer="".join(pieces).strip(),
         route=headers.get("x-route", "?"),

@@ -15,6 +15,9 @@ class TestbedSettings(BaseSettings):
     edge: Literal["vllm", "sim"] = Field(
         "vllm", description="Edge backend: the real vLLM CPU build with SmolLM2, or the Llama-3-8B simulator."
     )
+    air_port: int = Field(
+        8080, description="Channel emulator port: the users' OpenAI base URL, paced by the emulated radio."
+    )
     gateway_port: int = Field(8000, description="Gateway port (OpenAI base URL http://127.0.0.1:PORT/v1).")
     edge_port: int = Field(8001, description="Edge LLM port.")
     cloud_port: int = Field(8002, description="Cloud simulator port.")

@@ -1,0 +1,84 @@
+"""Real vLLM answers over the emulated air: the testbed's own air interface, and a slow constant channel.
+
+With a capacity well below SmolLM2's generation rate on this CPU, the radio sets the pace: the user
+receives one token per 4 * 8 / C seconds (eq. 1) whatever vLLM's timing; offloaded answers (the
+cloud simulator) also wait the backhaul delay before their first byte.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from conftest import start_service
+
+pytestmark = pytest.mark.vllm
+
+CAPACITY_BPS = 640.0  # one 4-byte token per 50 ms: slower than SmolLM2 on 2 CPU cores
+TOKEN_S = 32 / CAPACITY_BPS
+BACKHAUL_S = 0.5
+PROMPT = [{"role": "user", "content": "List five animals that live in the sea."}]
+
+
+def test_testbed_air_interface_delivers_real_vllm_answers(vllm_testbed):
+    """The testbed's demo went over the air; the emulator saw its user and counted 4 bytes per token."""
+    air = vllm_testbed.air_url.removesuffix("/v1")
+    demo = httpx.get(f"{air}/v1/ues/testbed-demo").json()
+    measured = next(line for line in vllm_testbed.text().splitlines() if "[testbed] measured:" in line)
+    tokens = int(measured.split("tokens=")[1].split()[0])
+    assert demo["delivered_bytes"] == pytest.approx(4 * tokens)
+    assert demo["mean_sinr_db"] > -10 and demo["cell"] == 0
+    client = openai.OpenAI(base_url=vllm_testbed.air_url, api_key="unused", max_retries=0, timeout=120)
+    raw = client.chat.completions.with_raw_response.create(
+        model="edgecloud-auto", messages=PROMPT, max_tokens=8, user="vllm-air-user"
+    )
+    assert raw.headers["x-route"] == "edge" and raw.headers["x-channel-user"] == "vllm-air-user"
+    assert raw.parse().choices[0].message.content
+
+
+@pytest.fixture(scope="module")
+def slow_air(vllm_testbed, tmp_path_factory):
+    channel = start_service(
+        "channel",
+        tmp_path_factory.mktemp("slow-air"),
+        upstream_url=vllm_testbed.gateway_url.removesuffix("/v1"),
+        channel_model="constant",
+        constant_capacity_bps=str(CAPACITY_BPS),
+        backhaul_delay_s=str(BACKHAUL_S),
+    )
+    try:
+        yield openai.OpenAI(base_url=f"{channel.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+    finally:
+        channel.stop()
+
+
+def token_times(client: openai.OpenAI, route: str, max_tokens: int) -> list[float]:
+    started = time.perf_counter()
+    stream = client.chat.completions.create(
+        model="edgecloud-auto",
+        messages=PROMPT,
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        extra_headers={"x-route": route},
+    )
+    return [time.perf_counter() - started for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
+
+
+def test_real_vllm_stream_is_paced_by_the_scheduled_capacity(slow_air):
+    times = token_times(slow_air, "edge", max_tokens=24)
+    assert len(times) >= 12
+    gaps = np.diff(times)
+    assert np.median(gaps) == pytest.approx(TOKEN_S, abs=0.005)
+    assert times[-1] - times[0] == pytest.approx((len(times) - 1) * TOKEN_S, rel=0.1)
+
+
+def test_offloaded_stream_waits_the_backhaul_delay(slow_air):
+    """The cloud simulator (GPT-4o profile, TTFT 0.42 s) plus 0.5 s of backhaul plus one token's airtime."""
+    times = token_times(slow_air, "cloud", max_tokens=6)
+    assert times[0] >= 0.42 + BACKHAUL_S + TOKEN_S
+    assert times[0] < 0.42 + BACKHAUL_S + TOKEN_S + 0.3
