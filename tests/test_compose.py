@@ -23,14 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SERVICES_DIR = ROOT / "services"
 PROFILES = ("gpu", "cpu", "sim")
-SHARED = {"redis", "gateway", "prometheus", "grafana"}
+SHARED = {"redis", "gateway", "channel-emulator", "prometheus", "grafana"}
 BACKENDS = {
     "gpu": {"edge-llm-gpu", "cloud-llm-gpu"},
     "cpu": {"edge-llm-cpu", "cloud-llm-sim"},
     "sim": {"edge-llm-sim", "cloud-llm-sim"},
 }
 SIMULATORS = ("edge-llm-sim", "cloud-llm-sim")
-PUBLISHED = {"gateway": 8000, "prometheus": 9090, "grafana": 3000}
+# Host port -> container port. Users reach the air interface on 8080; inside, every HTTP service listens on 8000.
+PUBLISHED = {
+    "channel-emulator": (8080, 8000),
+    "gateway": (8000, 8000),
+    "prometheus": (9090, 9090),
+    "grafana": (3000, 3000),
+}
 # The metric names real vLLM and the simulator both export (label model_name).
 VLLM_METRICS = {
     "vllm:time_to_first_token_seconds_bucket",
@@ -216,7 +222,7 @@ def test_published_ports(services):
         for port in svc.get("ports", []):
             host, _, container = str(port).rpartition(":")
             published[name] = (int(host), int(container))
-    assert published == {name: (port, port) for name, port in PUBLISHED.items()}
+    assert published == PUBLISHED
 
 
 # ---- files the deployment refers to ----
@@ -355,7 +361,12 @@ def scrape_targets(path: Path) -> dict[str, list[str]]:
 
 def test_prometheus_scrapes_the_compose_stack(services):
     targets = scrape_targets(ROOT / "deploy/prometheus/prometheus.yml")
-    assert targets == {"gateway": ["gateway:8000"], "edge-llm": ["edge-llm:8000"], "cloud-llm": ["cloud-llm:8000"]}
+    assert targets == {
+        "channel-emulator": ["channel-emulator:8000"],
+        "gateway": ["gateway:8000"],
+        "edge-llm": ["edge-llm:8000"],
+        "cloud-llm": ["cloud-llm:8000"],
+    }
     names = set(services) | set().union(*(aliases(svc) for svc in services.values()))
     for hosts in targets.values():
         assert all(host.split(":")[0] in names for host in hosts)
@@ -364,6 +375,7 @@ def test_prometheus_scrapes_the_compose_stack(services):
 def test_prometheus_scrapes_the_local_testbed():
     targets = scrape_targets(ROOT / "deploy/prometheus/prometheus.local.yml")
     assert targets == {
+        "channel-emulator": ["127.0.0.1:8080"],
         "gateway": ["127.0.0.1:8000"],
         "edge-llm": ["127.0.0.1:8001"],
         "cloud-llm": ["127.0.0.1:8002"],
@@ -379,7 +391,7 @@ def test_prometheus_mounts_its_config(services):
 def test_grafana_provisioning(services):
     datasources = load_yaml(ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml")["datasources"]
     assert [(ds["uid"], ds["type"], ds["url"]) for ds in datasources] == [
-        ("prometheus", "prometheus", f"http://prometheus:{PUBLISHED['prometheus']}")
+        ("prometheus", "prometheus", f"http://prometheus:{PUBLISHED['prometheus'][1]}")
     ]
     providers = load_yaml(ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yml")["providers"]
     mounts = dict(volume.split(":")[:2] for volume in services["grafana"]["volumes"])
@@ -466,3 +478,17 @@ def test_docker_compose_config_is_valid(profile):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_channel_emulator_env_names_are_settings_fields(services, monkeypatch):
+    settings_cls = importlib.import_module("edgecloud.channel.settings").ChannelSettings
+    env = resolved_environment(services["channel-emulator"])
+    unknown = sorted(key for key in env if key.removeprefix("CHANNEL_").lower() not in settings_cls.model_fields)
+    assert not unknown, f"not fields of ChannelSettings: {unknown}"
+    for key in list(os.environ):
+        if key.startswith("CHANNEL_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = settings_cls()
+    assert settings.upstream_url == "http://gateway:8000" and settings.port == 8000

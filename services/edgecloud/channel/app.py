@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from edgecloud.channel.metrics import ChannelMetrics
 from edgecloud.channel.protocol import CellReport, UeList, UePlacement, UeReport
@@ -14,7 +14,7 @@ from edgecloud.channel.service import AirService, Answer
 from edgecloud.channel.settings import ChannelSettings
 from edgecloud.core.errors import install_error_handlers
 from edgecloud.core.ingress import IngressMiddleware
-from edgecloud.core.metrics import metrics_response
+from edgecloud.core.metrics import add_liveness_and_metrics_routes
 from edgecloud.core.server import listen_overrides, serve
 from edgecloud.core.streaming import WatchedStreamingResponse
 
@@ -72,14 +72,7 @@ def create_app(settings: ChannelSettings) -> FastAPI:
     async def cell(raw: Request) -> CellReport:
         return raw.app.state.service.cell_report()
 
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/metrics")
-    async def metrics(raw: Request) -> Response:
-        return metrics_response(raw.app.state.service.metrics.registry)
-
+    add_liveness_and_metrics_routes(app, service.metrics.registry)
     return app
 
 

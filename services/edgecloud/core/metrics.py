@@ -8,8 +8,9 @@ INTER_TOKEN_LATENCY_BUCKETS, REQUEST_LATENCY_BUCKETS), used by ``vllm:time_to_fi
 
 from __future__ import annotations
 
+from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 TTFT_BUCKETS: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
@@ -28,3 +29,15 @@ REQUEST_LATENCY_BUCKETS: tuple[float, ...] = (
 def metrics_response(registry: CollectorRegistry) -> Response:
     """The Prometheus text exposition of ``registry``, for a ``GET /metrics`` route."""
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def add_liveness_and_metrics_routes(app: FastAPI, registry: CollectorRegistry) -> None:
+    """``GET /health`` (the process answers) and ``GET /metrics`` (``registry``), for the simpler services."""
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return metrics_response(registry)

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from edgecloud.core.errors import install_error_handlers
 from edgecloud.core.ingress import IngressMiddleware
-from edgecloud.core.metrics import metrics_response
+from edgecloud.core.metrics import add_liveness_and_metrics_routes
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
 from edgecloud.core.server import listen_overrides, serve
 from edgecloud.core.streaming import WatchedStreamingResponse
@@ -88,14 +88,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         raw.app.state.service.authorize(authorization)
         return raw.app.state.service.models()
 
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/metrics")
-    async def metrics(raw: Request) -> Response:
-        return metrics_response(raw.app.state.service.metrics.registry)
-
+    add_liveness_and_metrics_routes(app, service.metrics.registry)
     return app
 
 

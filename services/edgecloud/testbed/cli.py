@@ -35,7 +35,6 @@ def redis_server_binary() -> str:
 def plan(settings: TestbedSettings) -> list[ManagedProcess]:
     """The processes of the testbed, in start order."""
     logs = settings.state_dir / "logs"
-    python = sys.executable
     redis_dir = settings.state_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     redis = ManagedProcess(
@@ -60,41 +59,42 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
         edge_model = settings.edge_sim_profile
         edge = _simulator("edge-llm (simulator)", settings.edge_sim_profile, settings.edge_port, settings)
     cloud = _simulator("cloud-llm (simulator)", settings.cloud_sim_profile, settings.cloud_port, settings)
-    gateway = ManagedProcess(
+    gateway = _service(
         "gateway",
-        [python, "-m", "edgecloud.gateway"],
-        logs / "gateway.log",
-        http_ok(f"http://127.0.0.1:{settings.gateway_port}/health"),
-        env={
+        "edgecloud.gateway",
+        settings.gateway_port,
+        settings,
+        {
             "GATEWAY_PORT": str(settings.gateway_port),
             "GATEWAY_EDGE_URL": f"http://127.0.0.1:{settings.edge_port}/v1",
             "GATEWAY_EDGE_MODEL": edge_model,
             "GATEWAY_CLOUD_URL": f"http://127.0.0.1:{settings.cloud_port}/v1",
             "GATEWAY_CLOUD_MODEL": settings.cloud_sim_profile,
         },
-        startup_timeout_s=settings.startup_timeout_s,
     )
-    air = ManagedProcess(
+    air = _service(
         "channel-emulator",
-        [python, "-m", "edgecloud.channel"],
-        logs / "channel-emulator.log",
-        http_ok(f"http://127.0.0.1:{settings.air_port}/health"),
-        env={
-            "CHANNEL_PORT": str(settings.air_port),
-            "CHANNEL_UPSTREAM_URL": f"http://127.0.0.1:{settings.gateway_port}",
-        },
-        startup_timeout_s=settings.startup_timeout_s,
+        "edgecloud.channel",
+        settings.air_port,
+        settings,
+        {"CHANNEL_PORT": str(settings.air_port), "CHANNEL_UPSTREAM_URL": f"http://127.0.0.1:{settings.gateway_port}"},
     )
     return [redis, edge, cloud, gateway, air]
 
 
 def _simulator(name: str, profile: str, port: int, settings: TestbedSettings) -> ManagedProcess:
+    env = {"LLMSIM_PORT": str(port), "LLMSIM_PROFILE": profile, "LLMSIM_MODEL": profile}
+    return _service(name, "edgecloud.llmsim", port, settings, env)
+
+
+def _service(name: str, module: str, port: int, settings: TestbedSettings, env: dict[str, str]) -> ManagedProcess:
+    """``python -m module`` with ``env`` (which sets it on ``port``), healthy once ``/health`` answers there."""
     return ManagedProcess(
         name,
-        [sys.executable, "-m", "edgecloud.llmsim"],
+        [sys.executable, "-m", module],
         settings.state_dir / "logs" / f"{name.split()[0]}.log",
         http_ok(f"http://127.0.0.1:{port}/health"),
-        env={"LLMSIM_PORT": str(port), "LLMSIM_PROFILE": profile, "LLMSIM_MODEL": profile},
+        env=env,
         startup_timeout_s=settings.startup_timeout_s,
     )
 

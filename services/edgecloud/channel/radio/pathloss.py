@@ -11,6 +11,7 @@ Applicability: the tables hold for 10 m <= d_2D <= 5 km; a shorter distance is e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -85,15 +86,7 @@ def uma_los(d2d: ArrayLike, h_bs: float, h_ut: float, fc_hz: float) -> NDArray[n
 
 def uma_nlos(d2d: ArrayLike, h_bs: float, h_ut: float, fc_hz: float) -> NDArray[np.float64]:
     """UMa NLOS path loss, dB: TR 38.901 Table 7.4.1-1, max(PL_UMa-LOS, PL'_UMa-NLOS)."""
-    d2d = np.maximum(np.asarray(d2d, dtype=np.float64), MIN_DISTANCE_2D_M)
-    a, b, c, e = UMA_NLOS
-    nlos = (
-        a
-        + b * np.log10(distance_3d(d2d, h_bs, h_ut))
-        + c * np.log10(fc_hz / HZ_PER_GHZ)
-        - e * (h_ut - NLOS_REFERENCE_UT_HEIGHT_M)
-    )
-    return np.maximum(uma_los(d2d, h_bs, h_ut, fc_hz), nlos)
+    return _nlos(d2d, h_bs, h_ut, fc_hz, UMA_NLOS, uma_los)
 
 
 def umi_los(d2d: ArrayLike, h_bs: float, h_ut: float, fc_hz: float) -> NDArray[np.float64]:
@@ -103,15 +96,27 @@ def umi_los(d2d: ArrayLike, h_bs: float, h_ut: float, fc_hz: float) -> NDArray[n
 
 def umi_nlos(d2d: ArrayLike, h_bs: float, h_ut: float, fc_hz: float) -> NDArray[np.float64]:
     """UMi street canyon NLOS path loss, dB: TR 38.901 Table 7.4.1-1, max(PL_UMi-LOS, PL'_UMi-NLOS)."""
+    return _nlos(d2d, h_bs, h_ut, fc_hz, UMI_NLOS, umi_los)
+
+
+def _nlos(
+    d2d: ArrayLike,
+    h_bs: float,
+    h_ut: float,
+    fc_hz: float,
+    coefficients: tuple[float, float, float, float],
+    los: Callable[[ArrayLike, float, float, float], NDArray[np.float64]],
+) -> NDArray[np.float64]:
+    """max(PL_LOS, PL'_NLOS), PL'_NLOS = a + b log10(d3D) + c log10(fc/GHz) - e (h_UT - 1.5): Table 7.4.1-1."""
     d2d = np.maximum(np.asarray(d2d, dtype=np.float64), MIN_DISTANCE_2D_M)
-    a, b, c, e = UMI_NLOS
+    a, b, c, e = coefficients
     nlos = (
         a
         + b * np.log10(distance_3d(d2d, h_bs, h_ut))
         + c * np.log10(fc_hz / HZ_PER_GHZ)
         - e * (h_ut - NLOS_REFERENCE_UT_HEIGHT_M)
     )
-    return np.maximum(umi_los(d2d, h_bs, h_ut, fc_hz), nlos)
+    return np.maximum(los(d2d, h_bs, h_ut, fc_hz), nlos)
 
 
 def path_loss(
