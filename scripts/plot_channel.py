@@ -29,13 +29,18 @@ DISTANCE_RANGE_M = (10.0, 2000.0)
 DISTANCE_POINTS = 400
 SINR_USERS = 2000
 SINR_PERCENTILES = (5, 50, 95)
+SINR_AXIS_PERCENTILES = (0.1, 99.9)
 CELL_USERS = 20  # the paper's cell, Sec. IV-A
 CELL_DURATION_S = 10.0  # virtual time of the full-buffer run
 FULL_BUFFER_BITS = 1e15  # never drained in CELL_DURATION_S
 PF_WINDOW_SLOTS = 100
 STATS_WINDOW_SLOTS = 2000
-SCHEDULERS = (("pf", "proportional fair", "tab:blue", "o"), ("rr", "round robin", "tab:orange", "s"))
-SCHEDULERS += (("maxci", "max-C/I", "tab:green", "^"),)
+SCHEDULERS = (  # name, label, colour, marker
+    ("pf", "proportional fair", "tab:blue", "o"),
+    ("rr", "round robin", "tab:orange", "s"),
+    ("maxci", "max-C/I", "tab:green", "^"),
+)
+THROUGHPUT_FLOOR_MBPS = 0.01  # bottom of the log axis, where users served nothing are drawn
 DPI = 150
 FIGURE_SIZE_IN = (7.0, 4.5)
 
@@ -104,11 +109,13 @@ def sinr_distribution(out: Path, seed: int) -> Path:
     axes.set_ylabel("CDF")
     axes.set_title(
         f"UMa, ISD {params.isd_m:g} m, {params.bs_tx_power_dbm:g} dBm over {params.num_rbs} RBs, "
-        "omni sites, full-buffer interference from 6 sites",
+        "omni sites, full-buffer interference from 6 sites,\nusers dropped where the serving site is the strongest",
         fontsize=9,
     )
+    # The instantaneous SINR's extreme tails (deep fades, below 0.1 %) would stretch the axis for nothing.
+    axes.set_xlim(*np.percentile(instantaneous, SINR_AXIS_PERCENTILES))
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="upper left", fontsize=8)
     path = out / "sinr_distribution.png"
     figure.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
@@ -152,16 +159,26 @@ def throughput_pf_vs_rr(out: Path, seed: int) -> Path:
             f"{name:<10} {total_mbps:>10.1f} {jain:>6.3f} {throughput_bps.min() / 1e6:>10.3f} "
             f"{jain_index(rbs):>8.3f} {wall_s:>7.1f}"
         )
-        axes.plot(
-            rank,
-            throughput_bps[order] / 1e6,
-            color=colour,
-            marker=marker,
-            markersize=4,
-            label=f"{label}: sum {total_mbps:.1f} Mbit/s, Jain {jain:.2f}",
-        )
+        mbps = throughput_bps[order] / 1e6
+        starved = mbps < THROUGHPUT_FLOOR_MBPS
+        legend = f"{label}: sum {total_mbps:.1f} Mbit/s, Jain {jain:.2f}"
+        if starved.any():
+            legend += f";\n{starved.sum()} users below {THROUGHPUT_FLOOR_MBPS * 1e3:g} kbit/s (hollow, at the floor)"
+            axes.plot(
+                rank[starved],
+                np.full(starved.sum(), THROUGHPUT_FLOOR_MBPS),
+                color=colour,
+                marker=marker,
+                markersize=5,
+                markerfacecolor="none",
+                linestyle="none",
+                clip_on=False,
+            )
+        axes.plot(rank, np.where(starved, np.nan, mbps), color=colour, marker=marker, markersize=4, label=legend)
     axes.set_yscale("log")
-    axes.set_xticks(rank, [f"{value:.0f}" for value in mean_sinr[order]], fontsize=8)
+    axes.set_ylim(bottom=THROUGHPUT_FLOOR_MBPS)
+    # Rounded to whole dB; "+ 0.0" turns a -0 into 0.
+    axes.set_xticks(rank, [f"{round(value) + 0.0:.0f}" for value in mean_sinr[order]], fontsize=8)
     axes.set_xlabel("users, sorted by mean SINR (dB)")
     axes.set_ylabel("throughput (Mbit/s)")
     axes.set_title(
@@ -170,7 +187,7 @@ def throughput_pf_vs_rr(out: Path, seed: int) -> Path:
         fontsize=9,
     )
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(loc="upper left", fontsize=8)
     path = out / "throughput_pf_vs_rr.png"
     figure.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
