@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgecloud.testbed.processes import free_port, tcp_open
+from redis_server import RedisServer
 from servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,8 @@ class RunningTestbed:
     gateway_url: str
     edge_url: str
     cloud_url: str
+    decision_url: str
+    redis_url: str
     output: list[str] = field(default_factory=list)
 
     def text(self) -> str:
@@ -39,13 +42,14 @@ class RunningTestbed:
 
 def start_testbed(tmp_path: Path, *flags: str) -> RunningTestbed:
     """``python -m edgecloud.testbed`` on free ports, its output collected by a reader thread."""
-    ports = {name: free_port() for name in ("air", "gateway", "edge", "cloud", "redis")}
+    ports = {name: free_port() for name in ("air", "gateway", "edge", "cloud", "decision", "redis")}
     env = {
         **os.environ,
         "TESTBED_AIR_PORT": str(ports["air"]),
         "TESTBED_GATEWAY_PORT": str(ports["gateway"]),
         "TESTBED_EDGE_PORT": str(ports["edge"]),
         "TESTBED_CLOUD_PORT": str(ports["cloud"]),
+        "TESTBED_DECISION_PORT": str(ports["decision"]),
         "TESTBED_REDIS_PORT": str(ports["redis"]),
         "TESTBED_STATE_DIR": str(tmp_path),
         "TESTBED_VLLM_PYTHON": str(VLLM_PYTHON),
@@ -65,6 +69,8 @@ def start_testbed(tmp_path: Path, *flags: str) -> RunningTestbed:
         gateway_url=f"http://127.0.0.1:{ports['gateway']}/v1",
         edge_url=f"http://127.0.0.1:{ports['edge']}/v1",
         cloud_url=f"http://127.0.0.1:{ports['cloud']}/v1",
+        decision_url=f"http://127.0.0.1:{ports['decision']}",
+        redis_url=f"redis://127.0.0.1:{ports['redis']}/0",
     )
     assert process.stdout is not None
     threading.Thread(target=lambda: testbed.output.extend(iter(process.stdout.readline, "")), daemon=True).start()
@@ -116,7 +122,12 @@ def start_simulator(log_dir: Path, profile: str, **settings: str) -> tuple[Serve
 
 
 def start_gateway(log_dir: Path, **settings: str) -> tuple[ServerProcess, str]:
-    """A gateway with ``settings`` as GATEWAY_* variables; returns it and its base URL (without /v1)."""
+    """A gateway with ``settings`` as GATEWAY_* variables; returns it and its base URL (without /v1).
+
+    Without a decision service or Redis unless ``settings`` name them: ``edgecloud-auto`` then takes
+    the default route, and output lengths are kept in memory.
+    """
+    settings = {"decision_url": "", "lengths_redis_url": "", **settings}
     server = start_service("gateway", log_dir, **settings)
     return server, server.base_url
 
@@ -148,4 +159,97 @@ def sim_stack(tmp_path_factory: pytest.TempPathFactory):
         yield SimulatedStack(gateway_url, edge_url, cloud_url, "llama-3-8b-edge", "gpt-4o-cloud")
     finally:
         for process in (gateway, cloud, edge):
+            process.stop()
+
+
+@dataclass
+class LiveStack:
+    """The whole loop on simulators: Redis, decision service, gateway, channel emulator (constant C)."""
+
+    air_url: str  # the users' base URL (without /v1)
+    gateway_url: str
+    decision_url: str
+    edge_url: str
+    cloud_url: str
+    redis_url: str
+    processes: dict[str, ServerProcess]
+
+
+# The loop's constant channel: one 4-byte token per 5 ms (faster than both paper profiles generate).
+LIVE_CAPACITY_BPS = 6400.0
+LIVE_BACKHAUL_S = 0.2
+EDGE_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
+
+
+def start_live_stack(log_dir: Path, redis_url: str, **channel: str) -> LiveStack:
+    """Simulators with the paper's profiles (Llama-3-8B edge, GPT-4o cloud) behind the full loop.
+
+    The decision service's LLM is the edge simulator, which cannot score prompts: its decisions come
+    from its fallback (the pool's good example, else the rule). The real LLM decides in the vLLM tests.
+    """
+    # Jitter 0: the paper's constants exactly, so delivered timing can be checked against eqs. 1 and 3.
+    started: list[ServerProcess] = []
+
+    def start(server: tuple[ServerProcess, str] | ServerProcess) -> ServerProcess:
+        process = server[0] if isinstance(server, tuple) else server
+        started.append(process)
+        return process
+
+    try:
+        edge = start(start_simulator(log_dir, "llama-3-8b-edge", model=EDGE_MODEL, jitter="0"))
+        cloud = start(start_simulator(log_dir, "gpt-4o-cloud", model="gpt-4o", jitter="0"))
+        edge_url, cloud_url = f"{edge.base_url}/v1", f"{cloud.base_url}/v1"
+        decision = start(
+            start_service("decision", log_dir, redis_url=redis_url, llm_url=edge_url, llm_model=EDGE_MODEL)
+        )
+        gateway = start(
+            start_service(
+                "gateway",
+                log_dir,
+                edge_url=edge_url,
+                edge_model=EDGE_MODEL,
+                edge_max_model_len="8192",
+                cloud_url=cloud_url,
+                cloud_model="gpt-4o",
+                decision_url=decision.base_url,
+                lengths_redis_url=redis_url,
+                air_report_timeout_s="10",
+            )
+        )
+        settings = {
+            "upstream_url": gateway.base_url,
+            "channel_model": "constant",
+            "constant_capacity_bps": str(LIVE_CAPACITY_BPS),
+            "backhaul_delay_s": str(LIVE_BACKHAUL_S),
+            **channel,
+        }
+        air = start(start_service("channel", log_dir, **settings))
+    except BaseException:
+        for process in reversed(started):
+            process.stop()
+        raise
+    return LiveStack(
+        air_url=air.base_url,
+        gateway_url=gateway.base_url,
+        decision_url=decision.base_url,
+        edge_url=edge_url,
+        cloud_url=cloud_url,
+        redis_url=redis_url,
+        processes={"air": air, "gateway": gateway, "decision": decision, "cloud": cloud, "edge": edge},
+    )
+
+
+@pytest.fixture(scope="session")
+def live_redis(tmp_path_factory: pytest.TempPathFactory):
+    with RedisServer(tmp_path_factory.mktemp("live-redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory: pytest.TempPathFactory, live_redis):
+    stack = start_live_stack(tmp_path_factory.mktemp("live-stack"), live_redis.url)
+    try:
+        yield stack
+    finally:
+        for process in stack.processes.values():
             process.stop()

@@ -30,10 +30,12 @@ BACKHAUL_S = 0.3
 SLOT_S = 0.5e-3
 TICK_S = 0.002
 MESSAGES = [{"role": "user", "content": "Summarise the plot of Hamlet."}]
+# Stated, so that no classification time enters the timing checks.
+EDGE_SUMMARY = {"x-route": "edge", "x-service-type": "summarization"}
 
 
-async def test_live_pacer_releases_tokens_within_one_tick_of_eq_1():
-    """In wall time: token k of a burst reaches the client k * 32 / C after it was ready, within a tick."""
+async def pacer_lateness(tokens: int) -> tuple[list[float], list[float]]:
+    """Release lateness of a burst of tokens through the pacer (after eq. 1's exact times), in seconds."""
     capacity = BITS_PER_TOKEN / (10 * SLOT_S)  # a token per 10 slots, so eq. 1 falls on slot boundaries
     cell = Cell(ConstantCapacityChannel(capacity, 51, 360e3, SLOT_S), make_scheduler("pf"), 100, 2000)
     cell.attach("u0")
@@ -43,19 +45,44 @@ async def test_live_pacer_releases_tokens_within_one_tick_of_eq_1():
     pacer.start()
     try:
         ready = air.start_time
-        futures = [pacer.send("u0", BITS_PER_TOKEN, flow=1, ready_at=ready) for _ in range(60)]
-        errors = []
+        futures = [pacer.send("u0", BITS_PER_TOKEN, flow=1, ready_at=ready) for _ in range(tokens)]
+        errors, scheduled = [], []
         for k, future in enumerate(futures, start=1):
             delivered_at = await future
             await release_at(clock, delivered_at)
-            assert delivered_at == pytest.approx(ready + k * BITS_PER_TOKEN / capacity, abs=1e-9)
             errors.append(clock.now() - (ready + k * BITS_PER_TOKEN / capacity))
+            scheduled.append(delivered_at - (ready + k * BITS_PER_TOKEN / capacity))
     finally:
         await pacer.close()
+    return errors, scheduled
+
+
+async def timer_lateness(tokens: int) -> list[float]:
+    """Baseline: the same deadlines slept to directly, no pacer: the event loop's own timer error."""
+    clock = RealClock()
+    start = clock.now()
+    errors = []
+    for k in range(1, tokens + 1):
+        deadline = start + k * 10 * SLOT_S
+        await release_at(clock, deadline)
+        errors.append(clock.now() - deadline)
+    return errors
+
+
+async def test_live_pacer_releases_tokens_within_one_tick_of_eq_1():
+    """In wall time: token k of a burst reaches the client k * 32 / C after it was ready, within a tick.
+
+    The schedule is exact; the release is compared with the event loop's own timer error measured
+    just before, so that a loaded machine (which delays every timer) does not count against the pacer.
+    """
+    await pacer_lateness(10)  # warm-up: first-call costs are not pacing
+    baseline_ms = np.array(await timer_lateness(60)) * 1000
+    errors, scheduled = await pacer_lateness(60)
+    assert max(abs(error) for error in scheduled) < 1e-9
     errors_ms = np.array(errors) * 1000
-    assert errors_ms.min() >= 0
-    assert np.percentile(errors_ms, 95) <= TICK_S * 1000 + 0.5, errors_ms
-    assert errors_ms.max() <= 4 * TICK_S * 1000, errors_ms
+    assert errors_ms.min() >= 0  # never early
+    assert np.percentile(errors_ms, 95) <= np.percentile(baseline_ms, 95) + TICK_S * 1000, (errors_ms, baseline_ms)
+    assert np.median(errors_ms) <= TICK_S * 1000
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +123,7 @@ def stream_token_times(client: openai.OpenAI, route: str, user: str, max_tokens:
         max_tokens=max_tokens,
         stream=True,
         user=user,
-        extra_headers={"x-route": route},
+        extra_headers={"x-route": route, "x-service-type": "summarization"},
     )
     times = [time.perf_counter() - started for chunk in raw.parse() if chunk.choices and chunk.choices[0].delta.content]
     return times, dict(raw.headers)
@@ -124,7 +151,7 @@ def test_offloaded_answers_pay_the_backhaul_delay_before_the_first_byte(client):
 def test_non_streamed_answer_arrives_whole_after_its_bytes(client):
     started = time.perf_counter()
     raw = client.chat.completions.with_raw_response.create(
-        model="edgecloud-auto", messages=MESSAGES, max_tokens=30, user="whole", extra_headers={"x-route": "edge"}
+        model="edgecloud-auto", messages=MESSAGES, max_tokens=30, user="whole", extra_headers=EDGE_SUMMARY
     )
     elapsed = time.perf_counter() - started
     completion = raw.parse()
@@ -144,18 +171,24 @@ def test_delivered_metrics_and_views_after_traffic(client, air_stack):
     assert cell["attached_ues"] >= 1 and 0 < cell["jain_fairness"] <= 1
     metrics = httpx.get(f"{base}/metrics").text
     for name in (
-        'edgecloud_channel_delivered_time_to_first_token_seconds_count{route="edge"}',
-        'edgecloud_channel_delivered_time_per_output_token_seconds_count{route="edge"}',
-        'edgecloud_channel_delivered_e2e_request_latency_seconds_count{route="edge"}',
-        'edgecloud_channel_requests_total{outcome="success",route="edge"}',
+        'edgecloud_channel_delivered_time_to_first_token_seconds_count{route="edge",service_type="summarization"}',
+        'edgecloud_channel_delivered_time_per_output_token_seconds_count{route="edge",service_type="summarization"}',
+        'edgecloud_channel_delivered_e2e_request_latency_seconds_count{route="edge",service_type="summarization"}',
+        'edgecloud_channel_requests_total{outcome="success",route="edge",service_type="summarization"}',
         "edgecloud_channel_release_lateness_seconds_count",
         "edgecloud_channel_queueing_delay_seconds_count",
         "edgecloud_channel_user_served_throughput_bits_per_second_count",
         "edgecloud_channel_cell_attached_ues",
     ):
         assert name in metrics, name
-    tpot_sum = _sample(metrics, 'edgecloud_channel_delivered_time_per_output_token_seconds_sum{route="edge"}')
-    tpot_count = _sample(metrics, 'edgecloud_channel_delivered_time_per_output_token_seconds_count{route="edge"}')
+    tpot_sum = _sample(
+        metrics,
+        'edgecloud_channel_delivered_time_per_output_token_seconds_sum{route="edge",service_type="summarization"}',
+    )
+    tpot_count = _sample(
+        metrics,
+        'edgecloud_channel_delivered_time_per_output_token_seconds_count{route="edge",service_type="summarization"}',
+    )
     assert tpot_sum / tpot_count == pytest.approx(TOKEN_S, rel=0.1)
 
 

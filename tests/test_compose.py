@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SERVICES_DIR = ROOT / "services"
 PROFILES = ("gpu", "cpu", "sim")
-SHARED = {"redis", "gateway", "channel-emulator", "prometheus", "grafana"}
+SHARED = {"redis", "decision", "gateway", "channel-emulator", "prometheus", "grafana"}
 BACKENDS = {
     "gpu": {"edge-llm-gpu", "cloud-llm-gpu"},
     "cpu": {"edge-llm-cpu", "cloud-llm-sim"},
@@ -176,14 +176,15 @@ def test_python_healthchecks_probe_health_on_the_service_port(services):
             assert "urllib.request" in test[-1] and "http://127.0.0.1:8000/health" in test[-1], name
 
 
-def test_gateway_waits_for_healthy_backends(services):
+def test_gateway_waits_for_healthy_backends_decisions_and_redis(services):
     depends = services["gateway"]["depends_on"]
     backends = set().union(*BACKENDS.values())
-    assert set(depends) == backends
+    assert set(depends) == backends | {"decision", "redis"}
     for name, dep in depends.items():
         assert dep["condition"] == "service_healthy", name
-        # Each profile starts only some of them.
-        assert dep["required"] is False, name
+        # Each profile starts only some of the backends; the decision service and Redis are in all.
+        assert dep.get("required", True) is (name not in backends), name
+    assert services["decision"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
 
 
@@ -364,6 +365,7 @@ def test_prometheus_scrapes_the_compose_stack(services):
     assert targets == {
         "channel-emulator": ["channel-emulator:8000"],
         "gateway": ["gateway:8000"],
+        "decision": ["decision:8000"],
         "edge-llm": ["edge-llm:8000"],
         "cloud-llm": ["cloud-llm:8000"],
     }
@@ -377,6 +379,7 @@ def test_prometheus_scrapes_the_local_testbed():
     assert targets == {
         "channel-emulator": ["127.0.0.1:8080"],
         "gateway": ["127.0.0.1:8000"],
+        "decision": ["127.0.0.1:8003"],
         "edge-llm": ["127.0.0.1:8001"],
         "cloud-llm": ["127.0.0.1:8002"],
     }
@@ -402,7 +405,12 @@ def test_grafana_provisioning(services):
 def gateway_metric_names() -> set[str]:
     """Every series name the gateway's metrics module can export, from its own registry."""
     metrics = importlib.import_module("edgecloud.gateway.metrics").GatewayMetrics()
-    suffixes = {"histogram": ("_bucket", "_sum", "_count"), "counter": ("_total",), "gauge": ("",)}
+    suffixes = {
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("_sum", "_count"),
+        "counter": ("_total",),
+        "gauge": ("",),
+    }
     return {family.name + s for family in metrics.registry.collect() for s in suffixes[family.type]}
 
 
@@ -480,15 +488,20 @@ def test_docker_compose_config_is_valid(profile):
     assert result.returncode == 0, result.stderr
 
 
-def test_channel_emulator_env_names_are_settings_fields(services, monkeypatch):
-    settings_cls = importlib.import_module("edgecloud.channel.settings").ChannelSettings
-    env = resolved_environment(services["channel-emulator"])
-    unknown = sorted(key for key in env if key.removeprefix("CHANNEL_").lower() not in settings_cls.model_fields)
-    assert not unknown, f"not fields of ChannelSettings: {unknown}"
+@pytest.mark.parametrize(
+    ("name", "module", "cls"),
+    [("channel-emulator", "edgecloud.channel.settings", "ChannelSettings"),
+     ("decision", "edgecloud.decision.settings", "DecisionSettings")],
+)  # fmt: skip
+def test_service_env_names_are_settings_fields(services, monkeypatch, name, module, cls):
+    settings_cls = getattr(importlib.import_module(module), cls)
+    prefix = settings_cls.model_config["env_prefix"]
+    env = resolved_environment(services[name])
+    unknown = sorted(key for key in env if key.removeprefix(prefix).lower() not in settings_cls.model_fields)
+    assert not unknown, f"not fields of {cls}: {unknown}"
     for key in list(os.environ):
-        if key.startswith("CHANNEL_"):
+        if key.startswith(prefix):
             monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    settings = settings_cls()
-    assert settings.upstream_url == "http://gateway:8000" and settings.port == 8000
+    assert settings_cls().port == 8000

@@ -142,11 +142,15 @@ def test_unknown_path_and_oversized_body(sim_stack):
 def test_gateway_metrics_after_traffic(client, sim_stack):
     list(client.chat.completions.create(model=sim_stack.edge_model, messages=MESSAGES, max_tokens=4, stream=True))
     text = httpx.get(f"{sim_stack.gateway_url}/metrics").text
-    labels = f'model="{sim_stack.edge_model}",route="edge"'
+    # MESSAGES is a translation request: the classifier labels it so.
+    labels = f'model="{sim_stack.edge_model}",route="edge",service_type="translation"'
     for name in ("time_to_first_token_seconds", "inter_token_latency_seconds",
                  "request_time_per_output_token_seconds", "e2e_request_latency_seconds"):  # fmt: skip
         assert f"edgecloud_gateway_{name}_count{{{labels}}}" in text
-    assert f'edgecloud_gateway_requests_total{{model="{sim_stack.edge_model}",outcome="success",route="edge"}}' in text
+    assert (
+        f'edgecloud_gateway_requests_total{{model="{sim_stack.edge_model}",outcome="success",route="edge",service_type="translation"}}'
+        in text
+    )
     assert f"edgecloud_gateway_generation_tokens_total{{{labels}}}" in text
 
 
@@ -154,7 +158,7 @@ def test_gateway_ttft_includes_the_backend_ttft(client, sim_stack):
     """The edge profile's TTFT is 0.23 s; the gateway's own TTFT histogram must see at least that."""
     list(client.chat.completions.create(model=sim_stack.edge_model, messages=MESSAGES, max_tokens=3, stream=True))
     text = httpx.get(f"{sim_stack.gateway_url}/metrics").text
-    labels = f'model="{sim_stack.edge_model}",route="edge"'
+    labels = f'model="{sim_stack.edge_model}",route="edge",service_type="translation"'
     count = float(_sample(text, f"edgecloud_gateway_time_to_first_token_seconds_count{{{labels}}}"))
     total = float(_sample(text, f"edgecloud_gateway_time_to_first_token_seconds_sum{{{labels}}}"))
     assert total / count > 0.2
@@ -204,6 +208,7 @@ def failing_gateway(tmp_path_factory):
         cloud_url=f"http://127.0.0.1:{silent.port}/v1",
         read_timeout_s="1.0",
         connect_timeout_s="1.0",
+        retry_other_side="false",
     )
     yield url
     gateway.stop()
@@ -227,7 +232,9 @@ def flaky_stack(tmp_path_factory):
     logs = tmp_path_factory.mktemp("flaky")
     limited, limited_url = start_simulator(logs, "zero", fail_429_rate="1.0")
     cut, cut_url = start_simulator(logs, "zero", fail_disconnect_rate="1.0")
-    gateway, url = start_gateway(logs, edge_url=limited_url, edge_model="zero", cloud_url=cut_url, cloud_model="zero")
+    gateway, url = start_gateway(
+        logs, edge_url=limited_url, edge_model="zero", cloud_url=cut_url, cloud_model="zero", retry_other_side="false"
+    )
     yield url
     for process in (gateway, cut, limited):
         process.stop()

@@ -15,10 +15,11 @@ def test_sim_testbed_answers_a_prompt_and_stops(tmp_path):
     wait_for_output(testbed, "[testbed] stopped", timeout_s=120)
     assert testbed.process.wait(timeout=30) == 0, testbed.text()
     text = testbed.text()
-    for name in ("redis", "edge-llm (simulator)", "cloud-llm (simulator)", "gateway", "channel-emulator"):
+    for name in ("redis", "edge-llm (simulator)", "cloud-llm (simulator)", "decision", "gateway", "channel-emulator"):
         assert f"[testbed] {name} healthy after" in text
     measured = next(line for line in text.splitlines() if "[testbed] measured:" in line)
-    assert "route=edge model=llama-3-8b-edge tokens=64" in measured
+    # Classified as chat; the simulator cannot score prompts, so the decision service's rule keeps it at the edge.
+    assert "type=chat decision=fallback route=edge model=llama-3-8b-edge tokens=64" in measured
     # The edge profile's TTFT is 0.23 s: what the client measured through the gateway includes it.
     ttft_ms = float(measured.split("TTFT=")[1].split()[0])
     assert ttft_ms >= 230

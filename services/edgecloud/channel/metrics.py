@@ -3,7 +3,8 @@
 Names sit under ``edgecloud_channel_``. Latencies are measured from the request's arrival at the
 emulator to the release of chunks to the user, so they include generation, the gateway, the
 backhaul delay of offloaded answers and the radio (eqs. 1 and 3). Labels are bounded: the route
-the gateway chose (edge, cloud, other), never a user or request id. Per-user throughput and
+the gateway chose (edge, cloud, other) and the service type it found (seven, or other), never a user
+or request id. Per-user throughput and
 queueing delay are histograms over users and chunks, for the same reason.
 """
 
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from edgecloud.core.metrics import REQUEST_LATENCY_BUCKETS, TOKEN_LATENCY_BUCKETS, TTFT_BUCKETS
 
 PREFIX = "edgecloud_channel"
+LABELS = ("route", "service_type")
 # Queueing at the BS: from a few slots to seconds at the cell edge under load.
 QUEUEING_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 # Release lateness after delivery: bounded by the tick (2 ms by default) plus event-loop delay.
@@ -30,37 +32,47 @@ class ChannelMetrics:
         self.ttft = Histogram(
             f"{PREFIX}_delivered_time_to_first_token_seconds",
             "Arrival at the air interface to the first token chunk released to the user (streams only).",
-            ("route",),
+            LABELS,
             buckets=TTFT_BUCKETS,
             registry=self.registry,
         )
         self.tpot = Histogram(
             f"{PREFIX}_delivered_time_per_output_token_seconds",
             "Per answer, (e2e - TTFT) / (output tokens - 1) as released to the user (streams only).",
-            ("route",),
+            LABELS,
             buckets=TOKEN_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.e2e = Histogram(
             f"{PREFIX}_delivered_e2e_request_latency_seconds",
             "Arrival at the air interface to the last byte released to the user.",
-            ("route",),
+            LABELS,
             buckets=REQUEST_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.requests = Counter(
             f"{PREFIX}_requests",
             "Answers by route and outcome: success, upstream_error, client_disconnect.",
-            ("route", "outcome"),
+            (*LABELS, "outcome"),
             registry=self.registry,
         )
         self.delivered_tokens = Counter(
-            f"{PREFIX}_delivered_tokens", "Output tokens released to users.", ("route",), registry=self.registry
+            f"{PREFIX}_delivered_tokens",
+            "Output tokens released to users.",
+            LABELS,
+            registry=self.registry,
         )
         self.delivered_bytes = Counter(
             f"{PREFIX}_delivered_bytes",
             "Bytes carried over the air as accounted (tokens x bytes per token, or wire bytes).",
-            ("route",),
+            LABELS,
+            registry=self.registry,
+        )
+        self.transmission = Histogram(
+            f"{PREFIX}_transmission_seconds",
+            "Per answer, the BS's last byte of it to the user's: eq. 1's t_tran as measured (reported to the gateway).",
+            LABELS,
+            buckets=REQUEST_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.queueing_delay = Histogram(

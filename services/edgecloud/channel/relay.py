@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -23,6 +23,7 @@ from edgecloud.channel.pacing import Pacer, release_at
 from edgecloud.channel.settings import ByteAccounting, ChannelSettings
 from edgecloud.core.errors import UpstreamTimeoutError, UpstreamUnavailableError, error_body
 from edgecloud.core.sse import DONE_EVENT, SSEEventSplitter, carries_token
+from edgecloud.gateway.protocol import AirReport
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +32,13 @@ BITS_PER_BYTE = 8
 DROPPED_REQUEST_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding", "accept-encoding"})
 # Response headers not passed back: the emulator frames the body itself.
 DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class GatewayClient:
     def __init__(self, settings: ChannelSettings):
         self.base_url = settings.upstream_url
+        self._api_key = settings.gateway_api_key
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
         )
@@ -64,6 +67,22 @@ class GatewayClient:
         except aiohttp.ClientConnectionError as exc:
             raise UpstreamUnavailableError(f"The gateway is unreachable: {type(exc).__name__}.") from None
 
+    async def report(self, report: AirReport) -> None:
+        """Send the gateway a request's measured transmission time (it joins it to the experience)."""
+        if self._session is None:
+            return
+        headers = {}
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        try:
+            async with self._session.post(
+                f"{self.base_url}/v1/air-reports", data=report.model_dump_json(), headers=headers | JSON_HEADERS
+            ) as response:
+                if response.status >= 300:
+                    logger.warning("the gateway refused an air report: %s", response.status)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            logger.warning("air report not delivered: %s", type(exc).__name__)
+
 
 def response_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
     return {name: value for name, value in response.headers.items() if name.lower() not in DROPPED_RESPONSE_HEADERS}
@@ -79,6 +98,7 @@ class DeliveredTiming:
 
     arrived: float
     streamed: bool = True
+    upstream_finished: float | None = None  # the gateway's last byte reached the BS (before any backhaul)
     first_token: float | None = None
     last_release: float | None = None
     tokens: int = 0
@@ -100,6 +120,20 @@ class DeliveredTiming:
     @property
     def e2e(self) -> float | None:
         return None if self.last_release is None else self.last_release - self.arrived
+
+    def mark_upstream_finished(self) -> None:
+        self.upstream_finished = time.perf_counter()
+
+    @property
+    def transmission_s(self) -> float | None:
+        """What the air (and the backhaul) added after the BS had the whole answer: eq. 1's t_tran as measured.
+
+        For a whole JSON body this is n s / C + t_back exactly; in a stream the airtime of earlier tokens
+        overlaps generation, so the gateway's generation time plus this is the delay the user saw.
+        """
+        if self.upstream_finished is None or self.last_release is None:
+            return None
+        return max(self.last_release - self.upstream_finished, 0.0)
 
     @property
     def tpot(self) -> float | None:
@@ -129,9 +163,10 @@ class PacedAnswer:
     user_id: str
     flow: int
     route: str
+    service_type: str
     delay_s: float
     timing: DeliveredTiming
-    on_finish: list = field(default_factory=list)  # callbacks run once when the answer ends
+    on_finish: list[Callable[[str], None]] = field(default_factory=list)  # run once with the outcome
 
     def _bits(self, wire_bytes: int, tokens: int) -> float:
         if self.settings.byte_accounting is ByteAccounting.WIRE:
@@ -158,6 +193,7 @@ class PacedAnswer:
         self.timing.streamed = False
         try:
             body = await response.read()
+            self.timing.mark_upstream_finished()
             tokens = _completion_tokens(body)
             future, ready_at = self._queue(len(body), tokens)
             await self._release(future, ready_at, tokens)
@@ -196,6 +232,7 @@ class PacedAnswer:
                     queue.put_nowait((event, tokens, *self._queue(len(event), tokens)))
         except (TimeoutError, aiohttp.ClientError) as exc:
             logger.warning("gateway stream broke: %s", type(exc).__name__)
+        self.timing.mark_upstream_finished()
         if not done and not errored:
             error = error_body("The gateway closed the stream before it was complete.", "upstream_error")
             event = b"data: " + error.model_dump_json().encode() + b"\n\n"
@@ -205,22 +242,24 @@ class PacedAnswer:
 
     def _finish(self, outcome: str) -> None:
         self.pacer.cancel(self.user_id, self.flow)
-        self.metrics.requests.labels(self.route, outcome).inc()
+        self.metrics.requests.labels(self.route, self.service_type, outcome).inc()
         if outcome == Outcome.SUCCESS:
             self._record_success()
         for callback in self.on_finish:
-            callback()
+            callback(outcome)
 
     def _record_success(self) -> None:
-        timing, route = self.timing, self.route
-        self.metrics.delivered_tokens.labels(route).inc(timing.tokens)
-        self.metrics.delivered_bytes.labels(route).inc(timing.accounted_bytes)
+        timing, labels = self.timing, (self.route, self.service_type)
+        self.metrics.delivered_tokens.labels(*labels).inc(timing.tokens)
+        self.metrics.delivered_bytes.labels(*labels).inc(timing.accounted_bytes)
         if timing.e2e is not None:
-            self.metrics.e2e.labels(route).observe(timing.e2e)
+            self.metrics.e2e.labels(*labels).observe(timing.e2e)
         if timing.ttft is not None:
-            self.metrics.ttft.labels(route).observe(timing.ttft)
+            self.metrics.ttft.labels(*labels).observe(timing.ttft)
         if timing.tpot is not None:
-            self.metrics.tpot.labels(route).observe(timing.tpot)
+            self.metrics.tpot.labels(*labels).observe(timing.tpot)
+        if timing.transmission_s is not None:
+            self.metrics.transmission.labels(*labels).observe(timing.transmission_s)
 
 
 def _completion_tokens(body: bytes) -> int:

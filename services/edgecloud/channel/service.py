@@ -7,6 +7,7 @@ users on their first request, forwards requests to the gateway and wraps each an
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncGenerator, Mapping
@@ -24,14 +25,18 @@ from edgecloud.channel.radio.base import ChannelModel
 from edgecloud.channel.radio.constant import ConstantCapacityChannel
 from edgecloud.channel.radio.model import RadioModel
 from edgecloud.channel.radio.params import load_radio_params
-from edgecloud.channel.relay import DeliveredTiming, GatewayClient, PacedAnswer, response_headers
+from edgecloud.channel.relay import DeliveredTiming, GatewayClient, Outcome, PacedAnswer, response_headers
 from edgecloud.channel.schedulers import make_scheduler
 from edgecloud.channel.settings import ChannelModelName, ChannelSettings
 from edgecloud.core.clock import Clock, RealClock
 from edgecloud.core.errors import NotFoundError, ServiceError
+from edgecloud.decision.keywords import ServiceType
+from edgecloud.gateway.protocol import AIR_INTERFACE_HEADER, MAX_REQUEST_ID_LENGTH, REQUEST_ID_HEADER, AirReport
 
-# Routes as labels: what the gateway's route header may say; anything else is "other".
+# Labels from the gateway's headers: what they may say; anything else is "other" (bounded label sets).
 KNOWN_ROUTES = frozenset({"edge", "cloud"})
+KNOWN_SERVICE_TYPES = frozenset(service_type.value for service_type in ServiceType)
+AIR_INTERFACE_NAME = "channel-emulator"
 # 5th percentile: the cell-edge user throughput of 3GPP evaluations (TR 36.814 / ITU-R M.2412).
 CELL_EDGE_PERCENTILE = 5
 
@@ -76,6 +81,7 @@ class AirService:
         self.pacer = Pacer(self.air, self.clock, settings.tick_s)
         self.gateway = GatewayClient(settings)
         self._active_streams: Counter[str] = Counter()
+        self._reports: set[asyncio.Task[None]] = set()
         metrics.watch_cell(self._cell_gauges)
 
     async def start(self) -> None:
@@ -178,7 +184,7 @@ class AirService:
         """Forward a generation request; its answer is paced over the air to the user who sent it."""
         user_id = self.user_of(headers, body, client_host)
         self.ensure_attached(user_id)
-        response = await self.gateway.request(method, path, body, headers)
+        response = await self.gateway.request(method, path, body, {**headers, AIR_INTERFACE_HEADER: AIR_INTERFACE_NAME})
         passed = response_headers(response)
         if response.status != 200:
             content = await response.read()
@@ -193,12 +199,14 @@ class AirService:
             metrics=self.metrics,
             user_id=user_id,
             flow=self.pacer.new_flow(),
-            route=route_header if route_header in KNOWN_ROUTES else "other",
+            route=_bounded(route_header, KNOWN_ROUTES),
+            service_type=_bounded(response.headers.get("x-service-type"), KNOWN_SERVICE_TYPES),
             delay_s=delay_s,
             timing=DeliveredTiming(arrived=arrived),
         )
         self._active_streams[user_id] += 1
-        answer.on_finish.append(lambda: self._answer_done(user_id))
+        request_id = response.headers.get(REQUEST_ID_HEADER)
+        answer.on_finish.append(lambda outcome: self._answer_done(user_id, answer.timing, request_id, outcome))
         passed["x-channel-user"] = user_id
         passed["x-channel-backhaul-ms"] = f"{delay_s * 1000:.1f}"
         content_type = response.headers.get("content-type", "")
@@ -213,10 +221,20 @@ class AirService:
         response.release()
         return Answer(response.status, response_headers(response), content)
 
-    def _answer_done(self, user_id: str) -> None:
+    def _answer_done(self, user_id: str, timing: DeliveredTiming, request_id: str | None, outcome: str) -> None:
         self._active_streams[user_id] -= 1
         if user_id in self.cell.users:
             self.metrics.user_throughput.observe(self.cell.traffic(user_id).served_bps)
+        transmission_s = timing.transmission_s
+        if outcome == Outcome.SUCCESS and request_id and transmission_s is not None:
+            report = AirReport(request_id=request_id[:MAX_REQUEST_ID_LENGTH], transmission_s=transmission_s)
+            task = asyncio.create_task(self.gateway.report(report))
+            self._reports.add(task)
+            task.add_done_callback(self._reports.discard)
+
+
+def _bounded(value: str | None, known: frozenset[str]) -> str:
+    return value if value in known else "other"
 
 
 def jain_index(throughputs: np.ndarray) -> float:

@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from edgecloud.channel.radio.params import DEFAULT_RADIO_FILE, load_radio_params
@@ -87,6 +87,9 @@ class ChannelSettings(ServerSettings):
     )
     max_ues: int = Field(1000, ge=1, description="Users attached at once; the longest idle one leaves for a new one.")
 
+    gateway_api_key: SecretStr | None = Field(
+        None, description="Bearer key for the gateway's /v1/air-reports when the gateway requires client keys."
+    )
     connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout to the gateway.")
     read_timeout_s: float = Field(
         600.0, gt=0, description="Longest silence from the gateway before giving up (the gateway has its own)."

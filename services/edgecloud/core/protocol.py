@@ -70,17 +70,24 @@ class _GenerationRequest(OpenAIBaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     user: str | None = None
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
 
     @property
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def service_type_hint(self) -> str | None:
+        """The service type the client states in ``metadata`` (our convention: key ``service_type``)."""
+        return (self.metadata or {}).get("service_type")
+
     def to_upstream_payload(self, upstream_model: str) -> dict[str, Any]:
         """The body to send to a backend: what the client set, with the backend's model name.
 
         Usage is always requested in a stream, so the relay can count output tokens exactly.
+        ``metadata`` is for the gateway (the service type) and stays here: OpenAI refuses it without ``store``.
         """
-        payload = self.model_dump(exclude_unset=True, exclude_none=False)
+        payload = self.model_dump(exclude_unset=True, exclude_none=False, exclude={"metadata"})
         payload["model"] = upstream_model
         if self.stream:
             payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}

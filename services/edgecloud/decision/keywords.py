@@ -91,3 +91,8 @@ class TaskState:
 def keyword_grid() -> list[TaskState]:
     """Every x: each service type with each token bin."""
     return [TaskState(service_type, label) for service_type in ServiceType for label in TOKEN_BINS]
+
+
+def rule_action(state: TaskState) -> Action:
+    """The last-resort rule: quality-preferred service types need the cloud's quality, others stay local."""
+    return Action.OFFLOAD if state.service_type.quality_preferred else Action.LOCAL

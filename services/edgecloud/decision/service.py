@@ -131,6 +131,8 @@ class DecisionService:
         self.metrics.reward.labels(request.policy, request.decision.value).observe(value)
         if not result.buffered:
             self.metrics.pool_version.labels(request.cell, request.policy).set(result.version)
+            snapshot = await self.pool.snapshot(namespace)
+            self.metrics.pool_size.labels(request.cell, request.policy).set(len(snapshot.examples))
         return ExperienceResponse(
             reward=value,
             evaluation=result.evaluation,

@@ -18,7 +18,8 @@ from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, Mo
 from edgecloud.core.server import listen_overrides, serve
 from edgecloud.core.streaming import WatchedStreamingResponse
 from edgecloud.gateway.metrics import GatewayMetrics
-from edgecloud.gateway.service import Endpoint, GatewayService, Relay
+from edgecloud.gateway.protocol import AIR_INTERFACE_HEADER, REQUEST_ID_HEADER, AirReport
+from edgecloud.gateway.service import Endpoint, GatewayService, Relay, RequestHints
 from edgecloud.gateway.settings import GatewaySettings
 
 GenerationRequestModel = type[ChatCompletionRequest] | type[CompletionRequest]
@@ -37,6 +38,17 @@ async def _parse(raw: Request, model: GenerationRequestModel) -> ChatCompletionR
         return model.model_validate_json(await raw.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+def _hints(raw: Request) -> RequestHints:
+    headers = raw.headers
+    return RequestHints(
+        route=headers.get("x-route"),
+        request_id=headers.get(REQUEST_ID_HEADER),
+        service_type=headers.get("x-service-type"),
+        quality_requirement=headers.get("x-quality-requirement"),
+        over_the_air=AIR_INTERFACE_HEADER in headers,
+    )
 
 
 def _request_body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -63,13 +75,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     ) -> Response:
         gateway: GatewayService = raw.app.state.service
         gateway.authorize(raw.headers.get("authorization"))
-        relay = await gateway.generate(
-            endpoint,
-            await _parse(raw, model),
-            route_header=raw.headers.get("x-route"),
-            request_id=raw.headers.get("x-request-id"),
-            arrived=raw.state.arrived,
-        )
+        relay = await gateway.generate(endpoint, await _parse(raw, model), _hints(raw), arrived=raw.state.arrived)
         return _to_response(relay)
 
     # Bodies are parsed in the handler rather than declared as parameters: FastAPI's dependency
@@ -82,6 +88,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.post("/v1/completions", openapi_extra=_request_body_schema(CompletionRequest))
     async def completions(raw: Request) -> Response:
         return await _generate(raw, Endpoint.COMPLETIONS, CompletionRequest)
+
+    @app.post("/v1/air-reports", status_code=204)
+    async def air_report(raw: Request, report: AirReport) -> Response:
+        """The air interface's measured transmission time of a request, joined to its experience by id."""
+        raw.app.state.service.authorize(raw.headers.get("authorization"))
+        raw.app.state.service.air_report(report)
+        return Response(status_code=204)
 
     @app.get("/v1/models")
     async def models(raw: Request, authorization: Annotated[str | None, Header()] = None) -> ModelList:

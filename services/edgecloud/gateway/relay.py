@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from http import HTTPStatus
 from typing import Any
 
@@ -144,7 +144,7 @@ class StreamOutcome:
 
 async def relay_stream(
     response: aiohttp.ClientResponse, timing: RequestTiming, client_wants_usage: bool, outcome: list[str]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Forward the backend's SSE events as they arrive, a network read at a time.
 
     Whatever one read from the backend holds (one event, or several when the backend wrote them

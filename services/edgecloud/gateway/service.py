@@ -1,30 +1,93 @@
-"""The gateway as a plain library: choose a backend, forward the request, relay and measure.
+"""The gateway as a plain library: classify, estimate, decide, forward, relay, measure, learn.
+
+For each request: the service type comes from the client (header or ``metadata``) or the MiniLM
+classifier; the output length from ``max_tokens`` or what this type's answers were; the route from
+the client, or for ``edgecloud-auto`` from the decision service (in-context learning, paper
+Sec. III). The chosen backend gets the request; if it fails before the first token, the other side
+gets one retry. The answer is relayed chunk by chunk and measured, and when it ends the measured
+generation time and the quality outcome (constraint 4e) go to the experience writer, which joins
+them with the air interface's transmission time and feeds the decision service's pool.
 
 No HTTP framework in here; ``app.py`` maps a ``Relay`` to a FastAPI response.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import aiohttp
 
-from edgecloud.core.errors import AuthenticationError, BadRequestError, ServiceError
+from edgecloud.classifier import PromptClassifier, prompt_text
+from edgecloud.core.errors import (
+    AuthenticationError,
+    BadRequestError,
+    RelayedError,
+    ServiceError,
+    UpstreamUnavailableError,
+)
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
+from edgecloud.decision.keywords import ServiceType
+from edgecloud.gateway.decisions import (
+    ACTION_OF_ROUTE,
+    BACKEND_DOWN,
+    CLIENT_CHOICE,
+    BackendHealth,
+    DecisionClient,
+    RouteDecision,
+)
+from edgecloud.gateway.experiences import ExperienceWriter, ServedRequest
+from edgecloud.gateway.lengths import OutputLengthEstimator
 from edgecloud.gateway.metrics import GatewayMetrics
+from edgecloud.gateway.protocol import AirReport
+from edgecloud.gateway.quality import QualityTable
 from edgecloud.gateway.relay import StreamOutcome, UpstreamClient, read_completion, relay_stream
 from edgecloud.gateway.routing import Backend, RouteSelector
-from edgecloud.gateway.settings import GatewaySettings
+from edgecloud.gateway.settings import GatewaySettings, Route
 from edgecloud.gateway.timing import RequestTiming
+
+# Output-length prior per service type before any answer of that type was seen: the paper's average
+# output of 1,000 tokens (Sec. IV-A), for every type.
+OUTPUT_TOKENS_PRIOR = 1000
+# Statuses of a backend after which the other side may still serve the request.
+RETRYABLE_RELAYED_STATUSES = frozenset({429})
+DEFAULT_ROUTE_SOURCE = "default_route"  # auto request with no decision service configured
+GenerationRequest = ChatCompletionRequest | CompletionRequest
 
 
 class Endpoint(StrEnum):
     CHAT = "/chat/completions"
     COMPLETIONS = "/completions"
+
+
+@dataclass(frozen=True)
+class RequestHints:
+    """What the client (or the air interface in front of it) said besides the body."""
+
+    route: str | None = None  # x-route
+    request_id: str | None = None  # x-request-id
+    service_type: str | None = None  # x-service-type
+    quality_requirement: str | None = None  # x-quality-requirement
+    over_the_air: bool = False  # x-air-interface: the channel emulator forwarded it
+
+
+@dataclass
+class Plan:
+    """What was decided for one request before it left for a backend."""
+
+    request_id: str
+    service_type: ServiceType
+    requirement: float
+    estimated_tokens: int
+    estimate_source: str
+    decision: RouteDecision
+    over_the_air: bool
+    retried_from: Route | None = None
 
 
 @dataclass
@@ -36,17 +99,58 @@ class Relay:
     stream: AsyncGenerator[bytes, None] | None = field(default=None, repr=False)
 
 
+class PreTokenFailure(Exception):
+    """The backend failed before any token reached the client: the other side may still serve it.
+
+    ``relay`` is what the client gets if nobody retries: for a stream, the events so far, ending with
+    the backend's error event (as any broken stream ends); otherwise ``error`` is raised.
+    """
+
+    def __init__(self, error: ServiceError, relay: Relay | None = None):
+        super().__init__(error.message)
+        self.error = error
+        self.relay = relay
+
+    def give_up(self) -> Relay:
+        if self.relay is None:
+            raise self.error
+        return self.relay
+
+
 class GatewayService:
-    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics, upstream: UpstreamClient | None = None):
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        metrics: GatewayMetrics,
+        upstream: UpstreamClient | None = None,
+        classifier: PromptClassifier | None = None,
+    ):
         self.settings = settings
         self.metrics = metrics
         self.routes = RouteSelector(settings)
         self.upstream = upstream or UpstreamClient(settings)
+        self.classifier = classifier
+        self.quality = QualityTable.load(settings.quality_file)
+        self.lengths = OutputLengthEstimator(
+            settings.lengths_redis_url, {service_type: OUTPUT_TOKENS_PRIOR for service_type in ServiceType}
+        )
+        self.decisions = DecisionClient(settings)
+        self.health = BackendHealth(settings.backend_down_s)
+        self.experiences = ExperienceWriter(settings, metrics)
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        if self.classifier is None and self.settings.classify_prompts:
+            self.classifier = await asyncio.to_thread(PromptClassifier.load)
         await self.upstream.start()
+        await self.lengths.start()
+        await self.decisions.start()
+        await self.experiences.start()
 
     async def close(self) -> None:
+        await self.experiences.close()
+        await self.decisions.close()
+        await self.lengths.close()
         await self.upstream.close()
 
     def models(self) -> ModelList:
@@ -63,68 +167,240 @@ class GatewayService:
             return
         raise AuthenticationError("Incorrect or missing API key. Send it as 'Authorization: Bearer <key>'.")
 
+    def air_report(self, report: AirReport) -> None:
+        self.experiences.air_report(report)
+
+    # --- planning ----------------------------------------------------------------------------
+
+    async def _service_type(self, request: GenerationRequest, hints: RequestHints) -> ServiceType:
+        """The client's statement (header, then ``metadata``) wins; else the classifier; else chat."""
+        for origin, stated in (("header", hints.service_type), ("metadata", request.service_type_hint)):
+            if stated:
+                try:
+                    service_type = ServiceType(stated.strip().lower())
+                except ValueError:
+                    raise BadRequestError(
+                        f"Unknown service type {stated!r}: expected one of {[t.value for t in ServiceType]}.",
+                        param="x-service-type" if origin == "header" else "metadata.service_type",
+                    ) from None
+                self.metrics.classifications.labels(service_type.value, origin).inc()
+                return service_type
+        if self.classifier is None:
+            self.metrics.classifications.labels(ServiceType.CHAT.value, "default").inc()
+            return ServiceType.CHAT
+        text = prompt_text(request)
+        classification = await asyncio.to_thread(self.classifier.classify, text)
+        self.metrics.classifier_latency.observe(classification.latency_s)
+        self.metrics.classifications.labels(classification.service_type.value, "classifier").inc()
+        return classification.service_type
+
+    async def _plan(self, request: GenerationRequest, hints: RequestHints) -> Plan:
+        service_type = await self._service_type(request, hints)
+        requirement = self.quality.requirement(service_type, hints.quality_requirement)
+        limit = request.output_token_limit
+        estimate = await self.lengths.estimate(
+            service_type, None if limit is None else min(limit, self.settings.max_estimated_tokens)
+        )
+        decision = await self._route(request.model, hints.route, service_type, estimate.tokens)
+        self.metrics.decisions.labels(decision.route.value, decision.source, service_type.value).inc()
+        return Plan(
+            request_id=hints.request_id or uuid.uuid4().hex,
+            service_type=service_type,
+            requirement=requirement,
+            estimated_tokens=estimate.tokens,
+            estimate_source=estimate.source,
+            decision=decision,
+            over_the_air=hints.over_the_air,
+        )
+
+    async def _route(
+        self, model: str, route_header: str | None, service_type: ServiceType, tokens: int
+    ) -> RouteDecision:
+        if route_header or model != self.routes.auto_model:
+            return RouteDecision(self.routes.select(model, route_header).route, CLIENT_CHOICE, 0.0)
+        if self.decisions.url:
+            decision = await self.decisions.decide(service_type, tokens)
+            self.metrics.decision_latency.labels(decision.source).observe(decision.latency_s)
+        else:
+            decision = RouteDecision(self.routes.default_route, DEFAULT_ROUTE_SOURCE, 0.0)
+        other = _other(decision.route)
+        if self.health.is_down(decision.route) and not self.health.is_down(other):
+            return RouteDecision(other, BACKEND_DOWN, decision.latency_s, decision.pool_version)
+        return decision
+
+    # --- serving -----------------------------------------------------------------------------
+
     async def generate(
         self,
         endpoint: Endpoint,
-        request: ChatCompletionRequest | CompletionRequest,
-        route_header: str | None = None,
-        request_id: str | None = None,
+        request: GenerationRequest,
+        hints: RequestHints | None = None,
         arrived: float | None = None,
     ) -> Relay:
         """Serve one request; ``arrived`` is when it reached the gateway (``time.perf_counter``)."""
+        hints = hints or RequestHints()
         timing = RequestTiming() if arrived is None else RequestTiming(arrived=arrived)
-        backend = self.routes.select(request.model, route_header)
+        plan = await self._plan(request, hints)
+        backend = self.routes.backends[plan.decision.route]
         _check_output_limit(request, backend)
-        request_id = request_id or uuid.uuid4().hex
-        labels = (backend.route.value, backend.model)
-        payload = request.to_upstream_payload(backend.model)
-        self.metrics.in_flight.labels(*labels).inc()
+        try:
+            return await self._serve(endpoint, request, plan, backend, timing)
+        except PreTokenFailure as failure:
+            other = self.routes.backends[_other(backend.route)]
+            if not self.settings.retry_other_side or not _fits(request, other):
+                return failure.give_up()
+            self.metrics.retries.labels(backend.route.value, other.route.value).inc()
+            plan.retried_from = backend.route
+            timing.restart()
+            try:
+                return await self._serve(endpoint, request, plan, other, timing)
+            except PreTokenFailure as second:
+                return second.give_up()
+
+    async def _serve(
+        self,
+        endpoint: Endpoint,
+        request: GenerationRequest,
+        plan: Plan,
+        backend: Backend,
+        timing: RequestTiming,
+    ) -> Relay:
+        """One attempt on ``backend``: a failure before the first token raises ``PreTokenFailure``."""
+        self.metrics.in_flight.labels(backend.route.value).inc()
         timing.mark_upstream_sent()
         try:
-            response = await self.upstream.post(backend, endpoint.value, payload, request_id)
-        except ServiceError:
-            self._finish(backend, timing, StreamOutcome.UPSTREAM_ERROR)
-            raise
-        headers = self._headers(backend, timing, request_id)
+            response = await self.upstream.post(
+                backend, endpoint.value, request.to_upstream_payload(backend.model), plan.request_id
+            )
+        except ServiceError as error:
+            self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_ERROR)
+            if isinstance(error, UpstreamUnavailableError):
+                self._mark_down(backend.route)
+            if isinstance(error, RelayedError) and error.status not in RETRYABLE_RELAYED_STATUSES:
+                raise
+            raise PreTokenFailure(error) from None
+        self._mark_up(backend.route)
         if not request.stream:
-            body = await response.read()
-            response.release()
+            try:
+                body = await response.read()
+            except (TimeoutError, aiohttp.ClientError):
+                self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_DISCONNECT)
+                raise PreTokenFailure(UpstreamUnavailableError("The backend closed the connection.")) from None
+            finally:
+                response.release()
             timing.mark_finished()
             read_completion(body, timing)
-            self._finish(backend, timing, StreamOutcome.SUCCESS)
-            return Relay(headers=headers, body=body)
-        return Relay(headers=headers, stream=self._measured_stream(backend, response, timing, request.include_usage))
+            self._finish(plan, backend, timing, StreamOutcome.SUCCESS)
+            return Relay(headers=self._headers(plan, backend, timing), body=body)
+        outcome: list[str] = []
+        events = relay_stream(response, timing, request.include_usage, outcome)
+        head: list[bytes] = []
+        async for chunk in events:
+            head.append(chunk)
+            if timing.first_token is not None:
+                break
+        else:
+            if outcome and outcome[0] != StreamOutcome.SUCCESS:
+                self._finish(plan, backend, timing, outcome[0])
+                as_is = Relay(headers=self._headers(plan, backend, timing), stream=_replay(head))
+                raise PreTokenFailure(UpstreamUnavailableError("The backend failed before its first token."), as_is)
+        stream = self._measured_stream(plan, backend, head, events, timing, outcome)
+        return Relay(headers=self._headers(plan, backend, timing), stream=stream)
 
     async def _measured_stream(
-        self, backend: Backend, response: aiohttp.ClientResponse, timing: RequestTiming, wants_usage: bool
+        self,
+        plan: Plan,
+        backend: Backend,
+        head: list[bytes],
+        events: AsyncGenerator[bytes, None],
+        timing: RequestTiming,
+        outcome: list[str],
     ) -> AsyncGenerator[bytes, None]:
-        outcome: list[str] = []
         try:
-            async for event in relay_stream(response, timing, wants_usage, outcome):
-                yield event
+            for chunk in head:
+                yield chunk
+            async for chunk in events:
+                yield chunk
         finally:
-            self._finish(backend, timing, outcome[0] if outcome else StreamOutcome.CLIENT_DISCONNECT)
+            await events.aclose()
+            self._finish(plan, backend, timing, outcome[0] if outcome else StreamOutcome.CLIENT_DISCONNECT)
 
-    def _finish(self, backend: Backend, timing: RequestTiming, outcome: str) -> None:
-        self.metrics.in_flight.labels(backend.route.value, backend.model).dec()
-        self.metrics.record(backend.route.value, backend.model, timing, outcome)
+    def _finish(self, plan: Plan, backend: Backend, timing: RequestTiming, outcome: str) -> None:
+        route, service_type = backend.route.value, plan.service_type.value
+        self.metrics.in_flight.labels(route).dec()
+        self.metrics.record(route, backend.model, service_type, timing, outcome)
+        if outcome != StreamOutcome.SUCCESS:
+            return
+        quality_met = self.quality.meets(backend.model, plan.service_type, plan.requirement)
+        self.metrics.quality.labels(route, service_type, str(quality_met).lower()).inc()
+        actual = timing.output_tokens
+        if actual:
+            self.metrics.length_error.labels(plan.estimate_source).observe(abs(plan.estimated_tokens - actual) / actual)
+            self._in_background(self.lengths.observe(plan.service_type, actual))
+        self.experiences.served(
+            ServedRequest(
+                request_id=plan.request_id,
+                service_type=plan.service_type,
+                estimated_tokens=plan.estimated_tokens,
+                action=ACTION_OF_ROUTE[backend.route],
+                source=plan.decision.source if plan.retried_from is None else "retry",
+                generation_s=timing.e2e,
+                quality_met=quality_met,
+                route=route,
+                model=backend.model,
+            ),
+            over_the_air=plan.over_the_air,
+        )
 
-    @staticmethod
-    def _headers(backend: Backend, timing: RequestTiming, request_id: str) -> dict[str, str]:
-        return {
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _mark_down(self, route: Route) -> None:
+        self.health.failed(route)
+        self.metrics.backend_down.labels(route.value).set(1)
+
+    def _mark_up(self, route: Route) -> None:
+        self.health.succeeded(route)
+        self.metrics.backend_down.labels(route.value).set(0)
+
+    def _headers(self, plan: Plan, backend: Backend, timing: RequestTiming) -> dict[str, str]:
+        headers = {
             "x-route": backend.route.value,
             "x-backend-model": backend.model,
             "x-gateway-overhead-ms": f"{timing.overhead * 1000:.3f}",
-            "x-request-id": request_id,
+            "x-request-id": plan.request_id,
+            "x-service-type": plan.service_type.value,
+            "x-estimated-tokens": str(plan.estimated_tokens),
+            "x-decision-source": plan.decision.source,
+            "x-decision-latency-ms": f"{plan.decision.latency_s * 1000:.3f}",
+            "x-quality-requirement": f"{plan.requirement:g}",
         }
+        if plan.retried_from is not None:
+            headers["x-retried-from"] = plan.retried_from.value
+        return headers
 
 
-def _check_output_limit(request: ChatCompletionRequest | CompletionRequest, backend: Backend) -> None:
-    """Refuse an output limit the backend's context cannot hold, before spending a round trip."""
+async def _replay(events: list[bytes]) -> AsyncGenerator[bytes, None]:
+    for event in events:
+        yield event
+
+
+def _other(route: Route) -> Route:
+    return Route.CLOUD if route is Route.EDGE else Route.EDGE
+
+
+def _fits(request: GenerationRequest, backend: Backend) -> bool:
     limit = request.output_token_limit
-    if limit is not None and limit >= backend.max_model_len:
+    return limit is None or limit < backend.max_model_len
+
+
+def _check_output_limit(request: GenerationRequest, backend: Backend) -> None:
+    """Refuse an output limit the backend's context cannot hold, before spending a round trip."""
+    if not _fits(request, backend):
         raise BadRequestError(
-            f"max_tokens={limit} does not fit the context length of {backend.model} "
+            f"max_tokens={request.output_token_limit} does not fit the context length of {backend.model} "
             f"({backend.max_model_len} tokens, prompt included).",
             param="max_tokens",
             code="context_length_exceeded",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from edgecloud.core.settings import ServerSettings
+from edgecloud.gateway.quality import DEFAULT_QUALITY_FILE
 
 
 class Route(StrEnum):
@@ -44,11 +46,54 @@ class GatewaySettings(ServerSettings):
     default_route: Route = Field(Route.EDGE, description="Route when neither the model name nor x-route picks one.")
     auto_model: str = Field(
         "edgecloud-auto",
-        description="Model name clients use to let the gateway choose the route (the decision service, later).",
+        description="Model name clients use to let the gateway choose the route (asks the decision service).",
     )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="Keys clients must present as 'Authorization: Bearer'; empty means open (local testbed).",
+    )
+
+    decision_url: str | None = Field(
+        "http://127.0.0.1:8003",
+        description="Decision service root URL (ICL offloading, eq. 5-7); empty: auto requests take default_route.",
+    )
+    decision_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        description="Longest wait for a decision before the gateway applies the fallback rule itself; above the "
+        "decision service's own 2 s LLM wait, so its fallback (the pool's good example) normally answers first.",
+    )
+    decision_policy: str = Field("icl", description="Policy the decision service uses (see its GET /health).")
+    cell: str = Field("cell-0", description="This base station's id: the experience pool it reads and feeds.")
+    classify_prompts: bool = Field(
+        True, description="Classify prompts with the MiniLM classifier when the client states no service type."
+    )
+    quality_file: Path = Field(
+        DEFAULT_QUALITY_FILE, description="Quality indices per model and service type, with their benchmarks."
+    )
+    lengths_redis_url: str | None = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis for observed output lengths per service type, shared by replicas; empty: in-process only.",
+    )
+    max_estimated_tokens: int = Field(
+        8192, ge=1, description="Cap of an output-length estimate taken from max_tokens (a client may ask for more)."
+    )
+    retry_other_side: bool = Field(
+        True, description="Retry once on the other backend when the chosen one fails before the first token."
+    )
+    backend_down_s: float = Field(
+        5.0,
+        ge=0,
+        description="After a backend fails to connect, route around it for this long (decisions are overridden).",
+    )
+    air_report_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long a request that came through the air interface waits for its transmission report "
+        "before its experience is dropped (counted, never guessed).",
+    )
+    experience_queue_size: int = Field(
+        10_000, ge=1, description="Experiences waiting to be written while the decision service is slow or down."
     )
 
     connect_timeout_s: float = Field(3.0, gt=0, description="Upstream TCP connect timeout.")
@@ -59,6 +104,11 @@ class GatewaySettings(ServerSettings):
     )
     max_upstream_connections: int = Field(1024, ge=1, description="Pooled upstream connections in total.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+
+    @field_validator("decision_url", "lengths_redis_url")
+    @classmethod
+    def _empty_is_none(cls, url: str | None) -> str | None:
+        return url.rstrip("/") if url else None
 
     @field_validator("edge_url", "cloud_url")
     @classmethod

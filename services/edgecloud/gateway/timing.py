@@ -28,6 +28,13 @@ class RequestTiming:
         if self.arrived < 0:
             self.arrived = self.clock()
 
+    def restart(self) -> None:
+        """Forget a failed attempt's upstream timing; the arrival stays (the retry's TTFT includes it)."""
+        self.upstream_sent = self.first_token = self.last_token = self.finished = None
+        self.inter_token_gaps = []
+        self.token_chunks = self.prompt_tokens = 0
+        self.completion_tokens = None
+
     def mark_upstream_sent(self) -> None:
         self.upstream_sent = self.clock()
 

@@ -52,6 +52,12 @@ class LLMSimSettings(ServerSettings):
     max_model_len: int | None = Field(
         None, ge=2, description="Override of the profile's max_model_len (context length); default: the profile's."
     )
+    jitter: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Override of the profile's jitter; 0 gives eq. (3) exactly (paper constants).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LLMSimSettings:
@@ -76,7 +82,9 @@ class LLMSimSettings(ServerSettings):
         if self.profile not in profiles:
             known = ", ".join(sorted(profiles))
             raise ValueError(f"unknown latency profile '{self.profile}'; known profiles: {known}")
-        return profiles[self.profile].with_overrides(max_num_seqs=self.max_num_seqs, max_model_len=self.max_model_len)
+        return profiles[self.profile].with_overrides(
+            max_num_seqs=self.max_num_seqs, max_model_len=self.max_model_len, jitter=self.jitter
+        )
 
     def failure_rates(self) -> FailureRates:
         return FailureRates(self.fail_429_rate, self.fail_503_rate, self.fail_disconnect_rate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import signal
 import sys
@@ -15,10 +16,13 @@ import httpx
 from edgecloud.testbed.demo import ask
 from edgecloud.testbed.processes import ManagedProcess, ProcessFailed, http_ok, tcp_open
 from edgecloud.testbed.settings import TestbedSettings
+from edgecloud.testbed.summary import summarize
 
 EDGE_VLLM_MODEL = "smollm2-135m-instruct"
 LAUNCH_SCRIPT = Path("edge-llm/cpu/launch.sh")
 PROGRESS_EVERY_S = 10.0
+# The gateway's prompt classifier is fastest with one BLAS thread on a loaded machine (docs/classifier.md).
+CLASSIFIER_BLAS_THREADS = "1"
 EDGE_DESCRIPTION = {"vllm": f"real vLLM (CPU), {EDGE_VLLM_MODEL}", "sim": "simulator, llama-3-8b-edge profile"}
 
 
@@ -59,6 +63,19 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
         edge_model = settings.edge_sim_profile
         edge = _simulator("edge-llm (simulator)", settings.edge_sim_profile, settings.edge_port, settings)
     cloud = _simulator("cloud-llm (simulator)", settings.cloud_sim_profile, settings.cloud_port, settings)
+    redis_url = f"redis://127.0.0.1:{settings.redis_port}/0"
+    decision = _service(
+        "decision",
+        "edgecloud.decision",
+        settings.decision_port,
+        settings,
+        {
+            "DECISION_PORT": str(settings.decision_port),
+            "DECISION_REDIS_URL": redis_url,
+            "DECISION_LLM_URL": f"http://127.0.0.1:{settings.edge_port}/v1",
+            "DECISION_LLM_MODEL": edge_model,
+        },
+    )
     gateway = _service(
         "gateway",
         "edgecloud.gateway",
@@ -70,6 +87,9 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
             "GATEWAY_EDGE_MODEL": edge_model,
             "GATEWAY_CLOUD_URL": f"http://127.0.0.1:{settings.cloud_port}/v1",
             "GATEWAY_CLOUD_MODEL": settings.cloud_sim_profile,
+            "GATEWAY_DECISION_URL": f"http://127.0.0.1:{settings.decision_port}",
+            "GATEWAY_LENGTHS_REDIS_URL": redis_url,
+            "OPENBLAS_NUM_THREADS": CLASSIFIER_BLAS_THREADS,
         },
     )
     air = _service(
@@ -79,7 +99,7 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
         settings,
         {"CHANNEL_PORT": str(settings.air_port), "CHANNEL_UPSTREAM_URL": f"http://127.0.0.1:{settings.gateway_port}"},
     )
-    return [redis, edge, cloud, gateway, air]
+    return [redis, edge, cloud, decision, gateway, air]
 
 
 def _simulator(name: str, profile: str, port: int, settings: TestbedSettings) -> ManagedProcess:
@@ -122,7 +142,8 @@ def _print_urls(settings: TestbedSettings) -> None:
         ("gateway", f"http://127.0.0.1:{settings.gateway_port}/v1", "the base station, without the radio"),
         ("edge-llm", f"http://127.0.0.1:{settings.edge_port}/v1", EDGE_DESCRIPTION[settings.edge]),
         ("cloud-llm", f"http://127.0.0.1:{settings.cloud_port}/v1", f"simulator, {settings.cloud_sim_profile}"),
-        ("redis", f"redis://127.0.0.1:{settings.redis_port}", "append-only persistence"),
+        ("decision", f"http://127.0.0.1:{settings.decision_port}/v1", "ICL offloading decisions; /v1/pool, /v1/prompt"),
+        ("redis", f"redis://127.0.0.1:{settings.redis_port}", "experience pool, output lengths; append-only"),
         ("metrics", f"http://127.0.0.1:{settings.gateway_port}/metrics", "Prometheus: measured at the base station"),
         ("metrics", f"http://127.0.0.1:{settings.air_port}/metrics", "Prometheus: as delivered to the users"),
         ("cell", f"http://127.0.0.1:{settings.air_port}/v1/cell", "the radio cell: throughput, fairness (and /v1/ues)"),
@@ -130,6 +151,22 @@ def _print_urls(settings: TestbedSettings) -> None:
     ]
     for name, url, note in rows:
         print(f"[testbed]   {name:<10} {url:<40} {note}", flush=True)
+
+
+def _watch(processes: list[ManagedProcess], settings: TestbedSettings) -> None:
+    """Until a process dies: every ``summary_every_s``, a one-line summary of new traffic."""
+    gateway = f"http://127.0.0.1:{settings.gateway_port}/metrics"
+    air = f"http://127.0.0.1:{settings.air_port}/metrics"
+    last_line, next_summary = "", time.monotonic()
+    while all(process.running for process in processes):
+        if time.monotonic() >= next_summary:
+            next_summary += settings.summary_every_s
+            with contextlib.suppress(httpx.HTTPError):
+                line = summarize(gateway, air).line()
+                if line != last_line:
+                    print(f"[testbed] traffic: {line}", flush=True)
+                    last_line = line
+        time.sleep(1.0)
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -150,8 +187,7 @@ def run(settings: TestbedSettings) -> int:
         if settings.once:
             return 0
         print("[testbed] ready; press Ctrl-C to stop", flush=True)
-        while all(process.running for process in processes):
-            time.sleep(1.0)
+        _watch(processes, settings)
         dead = [process for process in processes if not process.running]
         print(f"[testbed] {dead[0].name} stopped unexpectedly:\n{dead[0].log_tail()}", flush=True)
         return 1

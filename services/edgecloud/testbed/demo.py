@@ -16,6 +16,8 @@ class DemoResult:
     answer: str
     route: str
     backend_model: str
+    service_type: str
+    decision_source: str
     ttft_s: float
     tpot_s: float | None
     output_tokens: int
@@ -23,6 +25,7 @@ class DemoResult:
     def summary(self) -> str:
         tpot = "n/a" if self.tpot_s is None else f"{self.tpot_s * 1000:.1f} ms"
         return (
+            f"type={self.service_type} decision={self.decision_source} "
             f"route={self.route} model={self.backend_model} tokens={self.output_tokens} "
             f"TTFT={self.ttft_s * 1000:.0f} ms TPOT={tpot}"
         )
@@ -64,6 +67,8 @@ def ask(base_url: str, model: str, prompt: str, max_tokens: int, timeout_s: floa
         answer="".join(pieces).strip(),
         route=headers.get("x-route", "?"),
         backend_model=headers.get("x-backend-model", "?"),
+        service_type=headers.get("x-service-type", "?"),
+        decision_source=headers.get("x-decision-source", "?"),
         ttft_s=first - started,
         tpot_s=(last - first) / (tokens - 1) if tokens > 1 else None,
         output_tokens=tokens,

@@ -21,6 +21,7 @@ class TestbedSettings(BaseSettings):
     gateway_port: int = Field(8000, description="Gateway port (OpenAI base URL http://127.0.0.1:PORT/v1).")
     edge_port: int = Field(8001, description="Edge LLM port.")
     cloud_port: int = Field(8002, description="Cloud simulator port.")
+    decision_port: int = Field(8003, description="Decision service port (in-context learning over the Redis pool).")
     redis_port: int = Field(6379, description="Redis port; Redis's own default.")
     state_dir: Path = Field(Path(".testbed"), description="Logs and Redis data of this testbed run.")
     vllm_python: Path = Field(Path(".venv-vllm/bin/python"), description="Python of the vLLM venv (scripts/bootstrap).")
@@ -34,8 +35,11 @@ class TestbedSettings(BaseSettings):
     )
     startup_timeout_s: float = Field(60.0, description="Startup limit for Redis, the simulators and the gateway.")
     demo_prompt: str = Field(
-        "In two sentences, why would a base station serve a chat request on an edge LLM?",
-        description="The real prompt sent through the gateway once everything is up.",
+        "Hi! I just joined this network. Could you greet me and tell me something fun about the weekend?",
+        description="The real prompt sent over the air once everything is up (a chat request: served at the edge).",
     )
     demo_max_tokens: int = Field(64, ge=2, description="Output limit of the demo prompt.")
+    summary_every_s: float = Field(
+        10.0, gt=0, description="How often the running testbed prints a summary of new traffic (from /metrics)."
+    )
     once: bool = Field(False, description="Stop after the demo prompt instead of serving until Ctrl-C.")

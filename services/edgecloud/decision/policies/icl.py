@@ -22,18 +22,13 @@ from dataclasses import dataclass, replace
 from edgecloud.decision.cache import CacheKey, DecisionCache
 from edgecloud.decision.experience import Evaluation, Experience
 from edgecloud.decision.exploration import EpsilonGreedy
-from edgecloud.decision.keywords import Action, TaskState
+from edgecloud.decision.keywords import TaskState, rule_action
 from edgecloud.decision.policies.base import Decision, DecisionContext, DecisionSource, Policy, register
 from edgecloud.decision.pool import ExperiencePool, PoolNamespace
 from edgecloud.decision.prompt import candidate_completions, render_meta_prompt
 from edgecloud.decision.scoring import Scorer, ScoringError
 
 logger = logging.getLogger(__name__)
-
-
-def rule_action(state: TaskState) -> Action:
-    """The last-resort rule: quality-preferred service types need the cloud's quality, others stay local."""
-    return Action.OFFLOAD if state.service_type.quality_preferred else Action.LOCAL
 
 
 @dataclass

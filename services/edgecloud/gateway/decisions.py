@@ -1,0 +1,101 @@
+"""The gateway's side of the offloading decision: ask the decision service, or decide by the rule.
+
+``DecisionClient`` posts x = (service type, estimated tokens) to the decision service's
+``/v1/decisions`` (paper eqs. 5-8) and maps its ``local``/``offload`` to a route. When the service
+does not answer within ``decision_timeout_s`` (or is not configured), the gateway applies the same
+last-resort rule the decision service uses (``rule_action``) and says so (source ``gateway_fallback``).
+``BackendHealth`` remembers a backend that just failed to connect, so that new requests are routed
+around it for a while instead of each paying a failed attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from edgecloud.decision.keywords import Action, ServiceType, TaskState, rule_action
+from edgecloud.gateway.settings import GatewaySettings, Route
+
+logger = logging.getLogger(__name__)
+
+ROUTE_OF_ACTION = {Action.LOCAL: Route.EDGE, Action.OFFLOAD: Route.CLOUD}
+ACTION_OF_ROUTE = {route: action for action, route in ROUTE_OF_ACTION.items()}
+# Where a route came from when the decision service did not give it.
+GATEWAY_FALLBACK = "gateway_fallback"  # the decision service did not answer: the rule
+BACKEND_DOWN = "backend_down"  # the decided backend is down: the other one
+CLIENT_CHOICE = "client"  # x-route header or a backend's model name
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    route: Route
+    source: str  # the decision service's source (llm, explore, cache, fallback, baseline) or one of ours
+    latency_s: float
+    pool_version: int | None = None
+
+    @property
+    def action(self) -> Action:
+        return ACTION_OF_ROUTE[self.route]
+
+
+class DecisionClient:
+    def __init__(self, settings: GatewaySettings):
+        self.url = settings.decision_url
+        self.policy = settings.decision_policy
+        self.cell = settings.cell
+        self._timeout = aiohttp.ClientTimeout(total=settings.decision_timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self.url:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def decide(self, service_type: ServiceType, estimated_tokens: int) -> RouteDecision:
+        started = time.perf_counter()
+        body = {
+            "service_type": service_type.value,
+            "estimated_tokens": estimated_tokens,
+            "cell": self.cell,
+            "policy": self.policy,
+        }
+        if self._session is not None:
+            try:
+                async with self._session.post(f"{self.url}/v1/decisions", json=body) as response:
+                    if response.status == 200:
+                        answer = await response.json()
+                        return RouteDecision(
+                            ROUTE_OF_ACTION[Action(answer["decision"])],
+                            str(answer["source"]),
+                            time.perf_counter() - started,
+                            answer.get("pool_version"),
+                        )
+                    logger.warning("decision service answered %s; using the rule", response.status)
+            except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as exc:
+                logger.warning("decision service unavailable (%s); using the rule", type(exc).__name__)
+        action = rule_action(TaskState.of(service_type, estimated_tokens))
+        return RouteDecision(ROUTE_OF_ACTION[action], GATEWAY_FALLBACK, time.perf_counter() - started)
+
+
+class BackendHealth:
+    """Backends that failed to connect recently, and until when to route around them."""
+
+    def __init__(self, down_for_s: float):
+        self.down_for_s = down_for_s
+        self._down_until: dict[Route, float] = {}
+
+    def failed(self, route: Route) -> None:
+        self._down_until[route] = time.monotonic() + self.down_for_s
+
+    def succeeded(self, route: Route) -> None:
+        self._down_until.pop(route, None)
+
+    def is_down(self, route: Route) -> bool:
+        return self._down_until.get(route, 0.0) > time.monotonic()

@@ -1,0 +1,184 @@
+"""Closing the loop: each served request becomes an experience for the decision service's pool.
+
+The gateway measures the generation time (arrival to last token relayed, eq. 3's t_gen as the base
+station sees it); the air interface measures the transmission time (eq. 1's t_tran: what the radio
+and the backhaul added after the gateway's last byte) and reports it with the request's id
+(``POST /v1/air-reports``). ``ExperienceWriter`` joins the two by request id, whichever comes first,
+and posts the experience to the decision service, which computes the reward (eq. 10) from these
+measurements. Requests that did not come over the air have no radio: their transmission time is 0.
+
+Nothing here delays a user's answer: experiences wait in a bounded queue and one background task
+posts them in order, retrying while the decision service is down. Only when the queue overflows is
+the oldest dropped, and a request whose air report never comes is dropped rather than guessed; both
+are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from edgecloud.decision.keywords import Action, ServiceType
+from edgecloud.gateway.metrics import GatewayMetrics
+from edgecloud.gateway.protocol import AirReport
+from edgecloud.gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+# The decision service's DecisionSource values; ours (gateway_fallback, backend_down, client) are not sent.
+DECISION_SOURCES = frozenset({"llm", "explore", "cache", "fallback", "baseline"})
+RETRY_INTERVAL_S = 1.0  # wait before posting again after the decision service failed
+SWEEP_INTERVAL_S = 1.0  # how often unmatched halves are checked for expiry
+POST_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """What the gateway knows when it has relayed a request's last byte."""
+
+    request_id: str
+    service_type: ServiceType
+    estimated_tokens: int
+    action: Action  # the side that actually served it (after any retry)
+    source: str
+    generation_s: float
+    quality_met: bool
+    route: str
+    model: str
+
+
+class ExperienceWriter:
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics):
+        self.url = settings.decision_url
+        self.policy = settings.decision_policy
+        self.cell = settings.cell
+        self.capacity = settings.experience_queue_size
+        self.air_timeout_s = settings.air_report_timeout_s
+        self.metrics = metrics
+        self._queue: deque[tuple[ServedRequest, float]] = deque()
+        self._waiting_for_air: OrderedDict[str, tuple[ServedRequest, float]] = OrderedDict()
+        self._early_reports: OrderedDict[str, tuple[AirReport, float]] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if not self.url:
+            return
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S))
+        self._tasks = [asyncio.create_task(self._post_forever()), asyncio.create_task(self._sweep_forever())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def served(self, request: ServedRequest, over_the_air: bool) -> None:
+        """A request finished at the gateway; over the air, its transmission time is still to come."""
+        if not self.url:
+            return
+        if not over_the_air:
+            self._enqueue(request, 0.0)
+            return
+        early = self._early_reports.pop(request.request_id, None)
+        if early is not None:
+            self._enqueue(request, early[0].transmission_s)
+            return
+        self._remember(self._waiting_for_air, request.request_id, (request, time.monotonic() + self.air_timeout_s))
+
+    def air_report(self, report: AirReport) -> None:
+        if not self.url:
+            return
+        waiting = self._waiting_for_air.pop(report.request_id, None)
+        if waiting is not None:
+            self._enqueue(waiting[0], report.transmission_s)
+            return
+        self._remember(self._early_reports, report.request_id, (report, time.monotonic() + self.air_timeout_s))
+
+    def _remember(self, table: OrderedDict[str, Any], request_id: str, entry: Any) -> None:
+        table[request_id] = entry
+        if len(table) > self.capacity:
+            table.popitem(last=False)
+            self.metrics.experiences.labels("dropped_unmatched").inc()
+
+    def _enqueue(self, request: ServedRequest, transmission_s: float) -> None:
+        self._queue.append((request, transmission_s))
+        if len(self._queue) > self.capacity:
+            self._queue.popleft()
+            self.metrics.experiences.labels("dropped_overflow").inc()
+        self.metrics.experience_queue.set(len(self._queue))
+        self._wake.set()
+
+    async def _post_forever(self) -> None:
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            request, transmission_s = self._queue[0]
+            if await self._post(request, transmission_s):
+                self._queue.popleft()
+                self.metrics.experience_queue.set(len(self._queue))
+            else:
+                await asyncio.sleep(RETRY_INTERVAL_S)
+
+    async def _post(self, request: ServedRequest, transmission_s: float) -> bool:
+        """True when the experience is stored (or refused for good); False to try again later."""
+        assert self._session is not None
+        body = {
+            "service_type": request.service_type.value,
+            "estimated_tokens": request.estimated_tokens,
+            "cell": self.cell,
+            "policy": self.policy,
+            "decision": request.action.value,
+            "transmission_s": transmission_s,
+            "generation_s": request.generation_s,
+            "quality_met": request.quality_met,
+            "source": request.source if request.source in DECISION_SOURCES else None,
+            "request_id": request.request_id,
+        }
+        try:
+            async with self._session.post(f"{self.url}/v1/experiences", json=body) as response:
+                if response.status >= 500:
+                    logger.warning("decision service failed to store an experience (%s); retrying", response.status)
+                    return False
+                if response.status != 200:
+                    logger.warning(
+                        "decision service refused an experience (%s): %s", response.status, await response.text()
+                    )
+                    self.metrics.experiences.labels("refused").inc()
+                    return True
+                answer = await response.json()
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            logger.warning("decision service unreachable for experiences (%s); retrying", type(exc).__name__)
+            return False
+        self.metrics.experiences.labels("buffered" if answer.get("buffered") else "stored").inc()
+        self.metrics.reward.labels(request.route, request.service_type.value).observe(float(answer["reward"]))
+        return True
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = time.monotonic()
+            self._expire(self._waiting_for_air, now, "dropped_no_air_report")
+            self._expire(self._early_reports, now, "dropped_orphan_report")
+
+    def _expire(self, table: OrderedDict[str, Any], now: float, outcome: str) -> None:
+        """Drop the halves whose partner did not come in time (oldest first: entries are in arrival order)."""
+        while table and next(iter(table.values()))[1] < now:
+            table.popitem(last=False)
+            self.metrics.experiences.labels(outcome).inc()

@@ -1,0 +1,288 @@
+"""The estimated output length of a request: the decision's second keyword (paper eq. 8).
+
+In order of preference:
+
+1. the request's ``max_tokens`` (capped by ``max_tokens_cap`` when one is set): the client said how
+   long the answer may be, and the bin of an upper bound is the best a gateway can know before the
+   model runs;
+2. the median of the last ``window`` output lengths observed for the service type, once at least
+   ``min_observations`` were seen;
+3. the prior for the service type, given by the caller.
+
+Why the median of the last N: output lengths are right-skewed (a few answers run to the token
+limit), and the median ignores such tails where a mean or an exponential moving average is pulled
+up by them; a fixed window forgets at a known pace when a type's answers change (a new model, a new
+workload). With N = 100 and a lognormal spread of sigma 0.5, the median's standard error is about
+1.25 * 0.5 / 10 = 6% of the median, well inside one token bin (each spans a factor of 2 or more).
+
+Where: a Redis list per service type (``{key_prefix}:{service_type}``), newest first, written with
+LPUSH + LTRIM in one transaction, so every gateway replica estimates from the same observations.
+Redis is never allowed to fail a request or hold it up: each call has a short socket timeout, a
+failure switches to an in-process copy of the same statistic (this replica's own observations plus
+the last window read from Redis), Redis is left alone for ``retry_interval_s`` and then tried again,
+and observations made meanwhile are pushed once it answers. One warning per outage, not per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from edgecloud.decision.keywords import ServiceType, token_bin
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KEY_PREFIX = "edgecloud:lengths"
+# Observations per service type the median is taken over (see the module docstring).
+DEFAULT_WINDOW = 100
+# Below this many observations the prior is used: a median of fewer than 3 rejects no outlier.
+MIN_OBSERVATIONS = 3
+# Socket connect and read timeout of every Redis call: a local Redis answers in well under 1 ms, so
+# 50 ms means "down or overloaded", and a request never waits longer than about twice this for it.
+REDIS_TIMEOUT_S = 0.05
+# After a failure Redis is left alone this long, so requests do not each pay the timeout.
+RETRY_INTERVAL_S = 5.0
+# Errors that mean "Redis is not there or not answering"; anything else is a bug and is raised.
+UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+
+T = TypeVar("T")
+
+
+class EstimateSource(StrEnum):
+    MAX_TOKENS = "max_tokens"
+    OBSERVED = "observed"
+    PRIOR = "prior"
+
+
+@dataclass(frozen=True)
+class LengthEstimate:
+    tokens: int
+    source: EstimateSource
+    samples: int = 0  # observations behind an ``observed`` estimate
+
+
+def median_tokens(values: Iterable[int]) -> int:
+    """The median of token counts, rounded to a whole token (at least 1)."""
+    return max(1, round(statistics.median(values)))
+
+
+@dataclass(frozen=True)
+class EstimationError:
+    """How far estimates were from the lengths then observed."""
+
+    count: int
+    mean_absolute_tokens: float  # mean |estimate - observed|
+    mean_relative: float  # mean |estimate - observed| / observed
+    bin_accuracy: float  # share of requests whose estimate fell in the observed length's token bin
+
+
+def estimation_error(estimated: int | Sequence[int], observed: Sequence[int]) -> EstimationError:
+    """The error of one estimate (an int, compared with every observation) or of one estimate per observation."""
+    estimates = [estimated] * len(observed) if isinstance(estimated, int) else list(estimated)
+    if len(estimates) != len(observed):
+        raise ValueError(f"{len(estimates)} estimates for {len(observed)} observations")
+    if not observed:
+        raise ValueError("no observations to compare with")
+    if min(observed) < 1 or min(estimates) < 1:
+        raise ValueError("token counts must be at least 1")
+    pairs = list(zip(estimates, observed, strict=True))
+    return EstimationError(
+        count=len(pairs),
+        mean_absolute_tokens=statistics.fmean(abs(guess - actual) for guess, actual in pairs),
+        mean_relative=statistics.fmean(abs(guess - actual) / actual for guess, actual in pairs),
+        bin_accuracy=statistics.fmean(token_bin(guess) == token_bin(actual) for guess, actual in pairs),
+    )
+
+
+class OutputLengthEstimator:
+    """Estimates output lengths per service type from observations shared in Redis (or kept here)."""
+
+    def __init__(
+        self,
+        redis_url: str | None,
+        priors: Mapping[ServiceType, int],
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        window: int = DEFAULT_WINDOW,
+        *,
+        min_observations: int = MIN_OBSERVATIONS,
+        max_tokens_cap: int | None = None,
+        timeout_s: float = REDIS_TIMEOUT_S,
+        retry_interval_s: float = RETRY_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        missing = [service_type.value for service_type in ServiceType if service_type not in priors]
+        if missing:
+            raise ValueError(f"priors lack service types {missing}")
+        low = {service_type.value: tokens for service_type, tokens in priors.items() if tokens < 1}
+        if low:
+            raise ValueError(f"priors must be at least 1 token, got {low}")
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        if not 1 <= min_observations <= window:
+            raise ValueError(f"min_observations must be in [1, window={window}], got {min_observations}")
+        if max_tokens_cap is not None and max_tokens_cap < 1:
+            raise ValueError(f"max_tokens_cap must be at least 1, got {max_tokens_cap}")
+        if timeout_s <= 0 or retry_interval_s < 0:
+            raise ValueError("timeout_s must be positive and retry_interval_s not negative")
+        self.redis_url = redis_url
+        self.priors = dict(priors)
+        self.key_prefix = key_prefix
+        self.window = window
+        self.min_observations = min_observations
+        self.max_tokens_cap = max_tokens_cap
+        self.timeout_s = timeout_s
+        self.retry_interval_s = retry_interval_s
+        self._clock = clock
+        self._client: aioredis.Redis | None = None
+        self._local: dict[ServiceType, deque[int]] = {t: deque(maxlen=window) for t in ServiceType}
+        self._pending: dict[ServiceType, deque[int]] = {t: deque(maxlen=window) for t in ServiceType}
+        self._available = True
+        self._failed_at = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to Redis if configured; an unreachable Redis is logged, not raised."""
+        if self.redis_url is None or self._client is not None:
+            return
+        # One immediate retry, no backoff: it reconnects a pooled connection that a Redis restart left
+        # dead (else the first call after every restart looks like an outage); redis-py's default
+        # backoff would hold a request for seconds. The deadline in ``_through`` bounds both tries.
+        self._client = aioredis.from_url(
+            self.redis_url,
+            socket_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 1),
+        )
+        client = self._client
+        await self._through(lambda: client.ping())
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    @property
+    def redis_available(self) -> bool:
+        """True when Redis is configured, started and answered the last call."""
+        return self._client is not None and self._available
+
+    def key(self, service_type: ServiceType) -> str:
+        return f"{self.key_prefix}:{service_type.value}"
+
+    # --- estimate and observe ----------------------------------------------------------------
+
+    async def estimate(self, service_type: ServiceType, max_tokens: int | None) -> LengthEstimate:
+        """The estimated output tokens of a request; a non-positive ``max_tokens`` counts as absent."""
+        if max_tokens is not None and max_tokens >= 1:
+            capped = max_tokens if self.max_tokens_cap is None else min(max_tokens, self.max_tokens_cap)
+            return LengthEstimate(capped, EstimateSource.MAX_TOKENS)
+        observed = await self._window(service_type)
+        if len(observed) >= self.min_observations:
+            return LengthEstimate(median_tokens(observed), EstimateSource.OBSERVED, len(observed))
+        return LengthEstimate(self.priors[service_type], EstimateSource.PRIOR)
+
+    async def observe(self, service_type: ServiceType, output_tokens: int) -> None:
+        """Record a finished request's output length; counts below 1 carry no length and are ignored."""
+        if output_tokens < 1:
+            return
+        self._local[service_type].append(output_tokens)
+        client = self._client
+        if client is None:
+            return
+        key = self.key(service_type)
+
+        async def push() -> bool:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.lpush(key, output_tokens)
+                pipe.ltrim(key, 0, self.window - 1)
+                await pipe.execute()
+            return True
+
+        if await self._through(push) is None:
+            self._pending[service_type].append(output_tokens)
+
+    async def _window(self, service_type: ServiceType) -> list[int]:
+        """The last ``window`` observations of a type, from Redis if it answers, else from here."""
+        client = self._client
+        if client is not None:
+            key = self.key(service_type)
+            raw = await self._through(lambda: client.lrange(key, 0, self.window - 1))
+            if raw is not None:
+                values = _tokens(raw)
+                self._local[service_type] = deque(reversed(values), maxlen=self.window)
+                return values
+        return list(self._local[service_type])
+
+    # --- Redis availability ------------------------------------------------------------------
+
+    async def _through(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """``call()`` on Redis after pushing what waits; None while Redis is unreachable (never raises)."""
+        if self._client is None:
+            return None
+        if not self._available and self._clock() - self._failed_at < self.retry_interval_s:
+            return None
+        try:
+            async with asyncio.timeout(2 * self.timeout_s):  # connect + command
+                await self._flush()
+                result = await call()
+        except UNAVAILABLE as error:
+            if self._available:
+                logger.warning(
+                    "output-length store (Redis) unreachable (%r): estimating from this replica's observations, "
+                    "retrying every %g s",
+                    error,
+                    self.retry_interval_s,
+                )
+            self._available = False
+            self._failed_at = self._clock()
+            return None
+        if not self._available:
+            logger.info("output-length store (Redis) reachable again")
+        self._available = True
+        return result
+
+    async def _flush(self) -> None:
+        """Push the observations made while Redis was down, oldest first; on failure they wait again."""
+        client = self._client
+        waiting = {service_type: list(values) for service_type, values in self._pending.items() if values}
+        if client is None or not waiting:
+            return
+        for held in self._pending.values():
+            held.clear()
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                for service_type, values in waiting.items():
+                    pipe.lpush(self.key(service_type), *values)  # the last pushed ends at the head: newest first
+                    pipe.ltrim(self.key(service_type), 0, self.window - 1)
+                await pipe.execute()
+        except BaseException:
+            for service_type, lost in waiting.items():  # before what arrived meanwhile; the newest are kept
+                self._pending[service_type] = deque([*lost, *self._pending[service_type]], maxlen=self.window)
+            raise
+        logger.info("pushed %d output lengths observed while Redis was down", sum(map(len, waiting.values())))
+
+
+def _tokens(raw: Sequence[bytes | str]) -> list[int]:
+    """Token counts from a Redis list; entries that are not positive integers (foreign writes) are skipped."""
+    values = []
+    for item in raw:
+        try:
+            value = int(item)
+        except ValueError:
+            continue
+        if value >= 1:
+            values.append(value)
+    return values
