@@ -239,6 +239,20 @@ def start_live_stack(log_dir: Path, redis_url: str, **channel: str) -> LiveStack
     )
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real Redis for the tests of one module."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def own_server(tmp_path: Path):
+    """A real Redis of the test's own, for tests that stop or kill it."""
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def live_redis(tmp_path_factory: pytest.TempPathFactory):
     with RedisServer(tmp_path_factory.mktemp("live-redis")) as server:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
@@ -53,19 +52,6 @@ async def redis_pool(server: RedisServer, **options: object) -> AsyncIterator[Re
         yield RedisExperiencePool(client, **options)  # type: ignore[arg-type]
     finally:
         await client.aclose()
-
-
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A server of the test's own, for tests that stop it."""
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.fixture

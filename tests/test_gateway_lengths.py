@@ -8,8 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import pytest
@@ -115,19 +114,6 @@ def test_estimation_error() -> None:
 
 
 # --- with a real Redis --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A server of the test's own, for tests that kill it."""
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
 
 
 async def redis_list(server: RedisServer, key: str) -> list[int]:
