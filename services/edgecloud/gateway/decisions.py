@@ -48,6 +48,13 @@ class DecisionClient:
         self.cell = settings.cell
         self._timeout = aiohttp.ClientTimeout(total=settings.decision_timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._outage_logged = False
+
+    def _log_outage(self, reason: str) -> None:
+        """Once per outage, not per request."""
+        if not self._outage_logged:
+            logger.warning("decision service unavailable (%s); deciding by the rule until it answers", reason)
+            self._outage_logged = True
 
     async def start(self) -> None:
         if self.url:
@@ -71,15 +78,16 @@ class DecisionClient:
                 async with self._session.post(f"{self.url}/v1/decisions", json=body) as response:
                     if response.status == 200:
                         answer = await response.json()
+                        self._outage_logged = False
                         return RouteDecision(
                             ROUTE_OF_ACTION[Action(answer["decision"])],
                             str(answer["source"]),
                             time.perf_counter() - started,
                             answer.get("pool_version"),
                         )
-                    logger.warning("decision service answered %s; using the rule", response.status)
+                    self._log_outage(f"it answered {response.status}")
             except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as exc:
-                logger.warning("decision service unavailable (%s); using the rule", type(exc).__name__)
+                self._log_outage(type(exc).__name__)
         action = rule_action(TaskState.of(service_type, estimated_tokens))
         return RouteDecision(ROUTE_OF_ACTION[action], GATEWAY_FALLBACK, time.perf_counter() - started)
 

@@ -68,6 +68,7 @@ class ExperienceWriter:
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._outage_logged = False
 
     async def start(self) -> None:
         if not self.url:
@@ -154,7 +155,7 @@ class ExperienceWriter:
         try:
             async with self._session.post(f"{self.url}/v1/experiences", json=body) as response:
                 if response.status >= 500:
-                    logger.warning("decision service failed to store an experience (%s); retrying", response.status)
+                    self._log_outage(f"it answered {response.status}")
                     return False
                 if response.status != 200:
                     logger.warning(
@@ -164,11 +165,18 @@ class ExperienceWriter:
                     return True
                 answer = await response.json()
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            logger.warning("decision service unreachable for experiences (%s); retrying", type(exc).__name__)
+            self._log_outage(type(exc).__name__)
             return False
+        self._outage_logged = False
         self.metrics.experiences.labels("buffered" if answer.get("buffered") else "stored").inc()
         self.metrics.reward.labels(request.route, request.service_type.value).observe(float(answer["reward"]))
         return True
+
+    def _log_outage(self, reason: str) -> None:
+        """Once per outage, not at every retry."""
+        if not self._outage_logged:
+            logger.warning("experiences wait: decision service unavailable (%s); retrying every second", reason)
+            self._outage_logged = True
 
     async def _sweep_forever(self) -> None:
         while True:
