@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -12,10 +9,8 @@ from edgecloud.channel.metrics import ChannelMetrics
 from edgecloud.channel.protocol import CellReport, UeList, UePlacement, UeReport
 from edgecloud.channel.service import AirService, Answer
 from edgecloud.channel.settings import ChannelSettings
-from edgecloud.core.errors import install_error_handlers
-from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import add_liveness_and_metrics_routes
-from edgecloud.core.server import listen_overrides, serve
+from edgecloud.core.server import listen_overrides, serve, service_app
 from edgecloud.core.streaming import WatchedStreamingResponse
 
 GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
@@ -31,17 +26,7 @@ def _to_response(answer: Answer) -> Response:
 
 def create_app(settings: ChannelSettings) -> FastAPI:
     service = AirService(settings, ChannelMetrics())
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.start()
-        yield
-        await service.close()
-
-    app = FastAPI(title="edgecloud channel emulator", version="0.1.0", lifespan=lifespan)
-    app.state.service = service
-    install_error_handlers(app)
-    app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
+    app = service_app("edgecloud channel emulator", service, settings.max_body_bytes)
 
     async def _generate(raw: Request) -> Response:
         air: AirService = raw.app.state.service

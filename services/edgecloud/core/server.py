@@ -1,15 +1,42 @@
-"""Run an app factory under uvicorn: the one ``main()`` body every service shares."""
+"""What every service's app shares: the app around its service object, and running it under uvicorn."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI
 
+from edgecloud.core.errors import install_error_handlers
+from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.settings import ServerSettings
+
+
+class StartableService(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def service_app(title: str, service: StartableService, max_body_bytes: int) -> FastAPI:
+    """A FastAPI app that starts and closes ``service`` with itself (``app.state.service``), answers every
+    error in the OpenAI shape, stamps arrivals and refuses bodies over ``max_body_bytes``."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        yield
+        await service.close()
+
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app.state.service = service
+    install_error_handlers(app)
+    app.add_middleware(IngressMiddleware, max_body_bytes=max_body_bytes)
+    return app
 
 
 def serve(app: FastAPI, settings: ServerSettings) -> None:

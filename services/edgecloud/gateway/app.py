@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
@@ -11,11 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from edgecloud.core.errors import install_error_handlers
-from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import add_liveness_and_metrics_routes
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
-from edgecloud.core.server import listen_overrides, serve
+from edgecloud.core.server import listen_overrides, serve, service_app
 from edgecloud.core.streaming import WatchedStreamingResponse
 from edgecloud.gateway.metrics import GatewayMetrics
 from edgecloud.gateway.protocol import AIR_INTERFACE_HEADER, REQUEST_ID_HEADER, AirReport
@@ -58,17 +54,7 @@ def _request_body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 def create_app(settings: GatewaySettings) -> FastAPI:
     service = GatewayService(settings, GatewayMetrics())
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.start()
-        yield
-        await service.close()
-
-    app = FastAPI(title="edgecloud gateway", version="0.1.0", lifespan=lifespan)
-    app.state.service = service
-    install_error_handlers(app)
-    app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
+    app = service_app("edgecloud gateway", service, settings.max_body_bytes)
 
     async def _generate(
         raw: Request, endpoint: Endpoint, model: type[ChatCompletionRequest | CompletionRequest]
