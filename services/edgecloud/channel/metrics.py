@@ -10,9 +10,11 @@ queueing delay are histograms over users and chunks, for the same reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from edgecloud.core.metrics import REQUEST_LATENCY_BUCKETS, TOKEN_LATENCY_BUCKETS, TTFT_BUCKETS
 
@@ -95,18 +97,29 @@ class ChannelMetrics:
         )
 
     def watch_cell(self, read: Callable[[], dict[str, float]]) -> None:
-        """Gauges read from the cell at scrape time (no bookkeeping in the slot loop)."""
-        descriptions = {
-            "attached_ues": "Users attached to the serving cell.",
-            "backlogged_ues": "Users with bytes waiting at the BS.",
-            "sum_throughput_bps": "Cell throughput, bit/s, averaged over the stats window.",
-            "rb_utilisation": "Share of RBs carrying data, averaged over the stats window.",
-            "jain_fairness": "Jain's fairness index of the users' served throughputs.",
-        }
-        for name, description in descriptions.items():
-            gauge = Gauge(f"{PREFIX}_cell_{name}", description, registry=self.registry)
-            gauge.set_function(_reader(read, name))
+        """Gauges read from the cell at scrape time (no bookkeeping in the slot loop), one read per scrape."""
+        self.registry.register(_CellGauges(read))
 
 
-def _reader(read: Callable[[], dict[str, float]], name: str) -> Callable[[], float]:
-    return lambda: read()[name]
+# The cell's state, exported as gauges named edgecloud_channel_cell_<key>.
+CELL_GAUGES = {
+    "attached_ues": "Users attached to the serving cell.",
+    "backlogged_ues": "Users with bytes waiting at the BS.",
+    "sum_throughput_bps": "Cell throughput, bit/s, averaged over the stats window.",
+    "rb_utilisation": "Share of RBs carrying data, averaged over the stats window.",
+    "jain_fairness": "Jain's fairness index of the users' served throughputs.",
+}
+
+
+class _CellGauges(Collector):
+    def __init__(self, read: Callable[[], dict[str, float]]):
+        self._read = read
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(f"{PREFIX}_cell_{name}", text) for name, text in CELL_GAUGES.items()]
+
+    def collect(self) -> Iterable[Metric]:
+        values = self._read()
+        return [
+            GaugeMetricFamily(f"{PREFIX}_cell_{name}", text, value=values[name]) for name, text in CELL_GAUGES.items()
+        ]

@@ -152,7 +152,8 @@ class AirService:
         return [self.ue_report(user_id) for user_id in self.cell.users]
 
     def cell_report(self) -> CellReport:
-        served = np.array([self.cell.traffic(u).served_bps for u in self.cell.users if self.cell.traffic(u).served_bps])
+        throughputs = (self.cell.traffic(user_id).served_bps for user_id in self.cell.users)
+        served = np.array([throughput for throughput in throughputs if throughput])
         return CellReport(
             channel_model=self.settings.channel_model.value,
             scheduler=self.settings.scheduler,

@@ -15,7 +15,7 @@ from pydantic_settings import SettingsConfigDict
 
 from edgecloud.channel.radio.params import DEFAULT_RADIO_FILE, load_radio_params
 from edgecloud.channel.schedulers import SCHEDULERS
-from edgecloud.core.settings import ServerSettings
+from edgecloud.core.settings import ServerSettings, http_url
 
 
 class ChannelModelName(StrEnum):
@@ -99,9 +99,7 @@ class ChannelSettings(ServerSettings):
     @field_validator("upstream_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"upstream_url must start with http:// or https://, got {url!r}")
-        return url.rstrip("/")
+        return http_url(url, "upstream_url")
 
     @field_validator("scheduler")
     @classmethod

@@ -20,3 +20,10 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on; loopback unless deployed.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     log_level: LogLevel = Field("info", description="Log level of the service and of uvicorn.")
+
+
+def http_url(url: str, what: str) -> str:
+    """``url`` without a trailing slash, refused unless it is http(s): for the URL settings of every service."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{what} must start with http:// or https://, got {url!r}")
+    return url.rstrip("/")

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from edgecloud.core.settings import ServerSettings
+from edgecloud.core.settings import ServerSettings, http_url
 from edgecloud.gateway.quality import DEFAULT_QUALITY_FILE
 
 
@@ -113,6 +113,4 @@ class GatewaySettings(ServerSettings):
     @field_validator("edge_url", "cloud_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"backend URL must start with http:// or https://, got {url!r}")
-        return url.rstrip("/")
+        return http_url(url, "backend URL")
