@@ -17,6 +17,9 @@ import pytest
 
 from conftest import LIVE_BACKHAUL_S, LIVE_CAPACITY_BPS, start_live_stack
 
+from edgecloud.decision.keywords import ServiceType
+from edgecloud.gateway.quality import QualityTable
+
 TOKEN_BITS = 4 * 8  # s_token of eq. 1: 4 bytes per token
 EDGE = {"ttft": 0.23, "tpot": 1 / 75}  # paper Sec. IV-A: Llama-3-8B at the edge
 CLOUD = {"ttft": 0.42, "tpot": 1 / 32}  # GPT-4o in the cloud
@@ -68,6 +71,8 @@ def test_mixed_prompts_are_classified_decided_served_measured_and_learned(users,
         served_model = {"edge": "meta-llama/Meta-Llama-3-8B-Instruct", "cloud": "gpt-4o"}[headers["x-route"]]
         assert headers["x-backend-model"] == served_model
         assert int(headers["x-estimated-tokens"]) == 12  # from max_tokens
+        met = QualityTable.load().meets(served_model, ServiceType(expected_type), float(headers["x-quality-requirement"]))
+        assert headers["x-quality-met"] == str(met).lower()
         seen[expected_type] = headers["x-route"]
     # The simulators cannot score prompts, so the decision service falls back: the pool's good example
     # for the keywords if it has one (other tests of the session feed the same pool), else its rule.

@@ -26,6 +26,7 @@ from edgecloud.decision.keywords import ServiceType
 
 DEFAULT_QUALITY_FILE = Path(__file__).parent / "data" / "quality.yaml"
 REQUIREMENT_HEADER = "x-quality-requirement"
+QUALITY_MET_HEADER = "x-quality-met"  # response: "true" when the serving model meets the requirement (4e)
 # Indices and requirements are benchmark scores in percent.
 INDEX_MIN = 0.0
 INDEX_MAX = 100.0

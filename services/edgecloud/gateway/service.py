@@ -45,7 +45,7 @@ from edgecloud.gateway.experiences import ExperienceWriter, ServedRequest
 from edgecloud.gateway.lengths import OutputLengthEstimator
 from edgecloud.gateway.metrics import GatewayMetrics
 from edgecloud.gateway.protocol import AirReport
-from edgecloud.gateway.quality import QualityTable
+from edgecloud.gateway.quality import QUALITY_MET_HEADER, QualityTable
 from edgecloud.gateway.relay import StreamOutcome, UpstreamClient, read_completion, relay_stream
 from edgecloud.gateway.routing import Backend, RouteSelector
 from edgecloud.gateway.settings import GatewaySettings, Route
@@ -376,6 +376,7 @@ class GatewayService:
             "x-decision-source": plan.decision.source,
             "x-decision-latency-ms": f"{plan.decision.latency_s * 1000:.3f}",
             "x-quality-requirement": f"{plan.requirement:g}",
+            QUALITY_MET_HEADER: str(self.quality.meets(backend.model, plan.service_type, plan.requirement)).lower(),
         }
         if plan.retried_from is not None:
             headers["x-retried-from"] = plan.retried_from.value
