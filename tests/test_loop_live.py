@@ -16,7 +16,6 @@ import openai
 import pytest
 
 from conftest import LIVE_BACKHAUL_S, LIVE_CAPACITY_BPS, start_live_stack
-
 from edgecloud.decision.keywords import ServiceType
 from edgecloud.gateway.quality import QualityTable
 
@@ -71,7 +70,8 @@ def test_mixed_prompts_are_classified_decided_served_measured_and_learned(users,
         served_model = {"edge": "meta-llama/Meta-Llama-3-8B-Instruct", "cloud": "gpt-4o"}[headers["x-route"]]
         assert headers["x-backend-model"] == served_model
         assert int(headers["x-estimated-tokens"]) == 12  # from max_tokens
-        met = QualityTable.load().meets(served_model, ServiceType(expected_type), float(headers["x-quality-requirement"]))
+        requirement = float(headers["x-quality-requirement"])
+        met = QualityTable.load().meets(served_model, ServiceType(expected_type), requirement)
         assert headers["x-quality-met"] == str(met).lower()
         seen[expected_type] = headers["x-route"]
     # The simulators cannot score prompts, so the decision service falls back: the pool's good example
