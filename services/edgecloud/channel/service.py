@@ -59,6 +59,13 @@ def make_channel(settings: ChannelSettings, rng: np.random.Generator) -> Channel
     return RadioModel(params, rng)
 
 
+def make_cell(settings: ChannelSettings) -> Cell:
+    """The cell the settings describe, seeded: the live emulator's and the virtual-time experiments'."""
+    channel = make_channel(settings, np.random.default_rng(settings.seed))
+    stats_window_slots = settings.stats_window_s / channel.slot_duration_s
+    return Cell(channel, make_scheduler(settings.scheduler), settings.pf_window_slots, stats_window_slots)
+
+
 @dataclass
 class Answer:
     """What the HTTP layer sends back: a status, headers and a body that may take time to arrive."""
@@ -74,9 +81,7 @@ class AirService:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock or RealClock()
-        channel = make_channel(settings, np.random.default_rng(settings.seed))
-        stats_window_slots = settings.stats_window_s / channel.slot_duration_s
-        self.cell = Cell(channel, make_scheduler(settings.scheduler), settings.pf_window_slots, stats_window_slots)
+        self.cell = make_cell(settings)
         self.air = AirInterface(self.cell, start_time=self.clock.now())
         self.pacer = Pacer(self.air, self.clock, settings.tick_s)
         self.gateway = GatewayClient(settings)

@@ -46,7 +46,9 @@ class DecisionService:
         scorer: Scorer,
         metrics: DecisionMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        experiment: bool = False,
     ):
+        """``experiment=True`` also builds the policies only experiments can run (the oracle)."""
         self.settings = settings
         self.pool = pool
         self.scorer = scorer
@@ -54,6 +56,7 @@ class DecisionService:
         self.clock = clock
         self.reward_params = RewardParams(settings.target_delay_s, settings.quality_penalty)
         self.cache: DecisionCache[Decision] = DecisionCache(settings.cache_entries)
+        self.experiment = experiment
         self._policies: dict[PoolNamespace, Policy] = {}
 
     @staticmethod
@@ -67,7 +70,7 @@ class DecisionService:
 
     def _build_policy(self, namespace: PoolNamespace) -> Policy:
         name = namespace.policy
-        if name not in POLICY_REGISTRY or name in EXPERIMENT_ONLY:
+        if name not in POLICY_REGISTRY or (name in EXPERIMENT_ONLY and not self.experiment):
             raise BadRequestError(
                 f"Unknown policy {name!r}: choose one of {self.policy_names()}.", param="policy", code="unknown_policy"
             )
@@ -88,11 +91,12 @@ class DecisionService:
             return policy_class(setup)
         return policy_class.from_service(rng=rng, reward_params=self.reward_params)
 
-    async def decide(self, request: DecisionRequest) -> DecisionResponse:
+    async def decide(self, request: DecisionRequest, context: DecisionContext | None = None) -> DecisionResponse:
+        """Decide for x; ``context`` carries what only an experiment knows (the oracle's true outcomes)."""
         started = self.clock()
         namespace = PoolNamespace(request.cell, request.policy)
         state = TaskState.of(request.service_type, request.estimated_tokens)
-        decision = await self.policy(namespace).choose(state, DecisionContext())
+        decision = await self.policy(namespace).choose(state, context or DecisionContext())
         latency = self.clock() - started
         self.metrics.decisions.labels(request.policy, decision.source.value, decision.action.value).inc()
         self.metrics.latency.labels(request.policy, decision.source.value).observe(latency)

@@ -1,0 +1,3 @@
+from edgecloud.experiments.cli import main
+
+main()

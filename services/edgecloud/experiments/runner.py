@@ -1,0 +1,85 @@
+"""Episodes in virtual time through the decision service's own core (``DecisionService``).
+
+Each episode: the K users' tasks arrive; each is decided in arrival order by ``DecisionService.decide``
+(the oracle also gets the true outcomes); the system serves them (generation, then the PF cell); each
+served task's measured t_tran and t_gen go back through ``DecisionService.record``, which computes the
+reward of eq. 10 and applies the replay rules, as live experiences do. Outcomes become known only
+after the episode's last decision (answers take longer than the arrival window), so the pool changes
+between episodes, not within one; the next episode starts when the last answer has been delivered.
+
+Virtual time: nothing here sleeps. The only wall time spent is the decision LLM's (real HTTP to an
+OpenAI-compatible endpoint); the modelled delays do not include it, as a GPU edge decides in
+milliseconds. The ICL policies therefore wait for the LLM rather than fall back on a timeout.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgecloud.decision.policies.base import DecisionContext
+from edgecloud.decision.protocol import DecisionRequest, ExperienceRequest
+from edgecloud.decision.service import DecisionService
+from edgecloud.experiments.system import EdgeCloudSystem, Served
+from edgecloud.experiments.workload import TaskGenerator
+
+
+@dataclass
+class PolicyRun:
+    """One policy's run: every served task, by episode, and what the LLM was asked."""
+
+    label: str
+    policy: str
+    episodes: list[list[Served]] = field(default_factory=list)
+    llm_calls: int = 0
+    """Decisions the LLM scored (not cached, not explored)."""
+
+    @property
+    def served(self) -> list[Served]:
+        return [item for episode in self.episodes for item in episode]
+
+
+async def run_episodes(
+    service: DecisionService,
+    system: EdgeCloudSystem,
+    tasks: TaskGenerator,
+    *,
+    label: str,
+    policy: str,
+    cell: str,
+    episodes: int,
+    on_episode: Callable[[PolicyRun], None] | None = None,
+) -> PolicyRun:
+    run = PolicyRun(label, policy)
+    start_s = 0.0
+    for index in range(episodes):
+        decided = []
+        for task in tasks.episode(index, start_s):
+            outcomes = system.outcomes(task)
+            context = DecisionContext(outcome_of=functools.partial(system.oracle_view, outcomes))
+            request = DecisionRequest(
+                service_type=task.service_type, estimated_tokens=task.output_tokens, cell=cell, policy=policy
+            )
+            response = await service.decide(request, context)
+            run.llm_calls += response.source == "llm"
+            decided.append((outcomes, response.decision, response.source.value))
+        served = system.serve(decided)
+        for item in served:
+            await service.record(
+                ExperienceRequest(
+                    service_type=item.task.service_type,
+                    estimated_tokens=item.task.output_tokens,
+                    cell=cell,
+                    policy=policy,
+                    decision=item.action,
+                    transmission_s=item.transmission_s,
+                    generation_s=item.generation_s,
+                    quality_met=item.quality_met,
+                )
+            )
+        run.episodes.append(served)
+        start_s = max(item.task.arrival_s + item.total_s for item in served)
+        if on_episode is not None:
+            on_episode(run)
+    return run
