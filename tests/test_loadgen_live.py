@@ -188,6 +188,7 @@ def test_through_the_gateway_the_headers_give_routes_success_and_reward(tmp_path
         assert row["route"] in models and row["backend_model"] == models[row["route"]]
         assert row["served_type"] == row["service_type"]  # the type hint was sent and used
         assert row["decision_source"]
+        assert 0 <= float(row["decision_latency_ms"]) < float(row["ttft_ms"])  # the wait is part of the TTFT
         met = quality.meets(row["backend_model"], service_type, quality.default_requirement(service_type))
         assert row["quality_met"] == str(met).lower()
         penalty = 0.0 if met else 50.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -125,9 +126,18 @@ def _read_headers(record: RequestRecord, response: aiohttp.ClientResponse) -> No
     record.route = headers.get("x-route", UNKNOWN_ROUTE)
     record.backend_model = headers.get("x-backend-model")
     record.decision_source = headers.get("x-decision-source")
+    latency = headers.get("x-decision-latency-ms")
+    record.decision_latency_ms = float(latency) if latency and _is_number(latency) else None
     record.served_type = headers.get(SERVICE_TYPE_HEADER)
     met = headers.get(QUALITY_MET_HEADER)
     record.quality_met = None if met is None else met.strip().lower() == "true"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 async def _read_stream(record: RequestRecord, response: aiohttp.ClientResponse, started: float) -> None:

@@ -24,6 +24,7 @@ class RequestRecord:
     route: str = UNKNOWN_ROUTE
     backend_model: str | None = None
     decision_source: str | None = None
+    decision_latency_ms: float | None = None  # x-decision-latency-ms: the gateway's wait for the decision
     served_type: str | None = None  # x-service-type: the type the gateway used (stated or classified)
     quality_met: bool | None = None  # x-quality-met; None when the header is absent
     # http_<status>, timeout, connect, disconnect, stream_error, invalid_stream, no_content, client_error, cancelled

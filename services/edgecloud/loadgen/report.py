@@ -30,7 +30,7 @@ REQUESTS_FILE = "requests.csv"
 CSV_COLUMNS = (
     "point", "request_rate", "concurrency", "id", "user", "service_type", "served_type", "prompt_id", "max_tokens",
     "scheduled_s", "sent_s", "ttft_ms", "tpot_ms", "e2e_ms", "output_tokens", "token_source", "route",
-    "backend_model", "decision_source", "quality_met", "reward", "status", "error_kind", "error",
+    "backend_model", "decision_source", "decision_latency_ms", "quality_met", "reward", "status", "error_kind", "error",
 )  # fmt: skip
 TIME_DECIMALS = 6  # seconds to the microsecond
 MS_DECIMALS = 3
@@ -93,6 +93,7 @@ def csv_row(result: PointResult, record: RequestRecord, params: RewardParams) ->
         "route": record.route,
         "backend_model": record.backend_model,
         "decision_source": record.decision_source,
+        "decision_latency_ms": record.decision_latency_ms,
         "quality_met": None if record.quality_met is None else str(record.quality_met).lower(),
         "reward": _round(record_reward(record, params), TIME_DECIMALS),
         "status": record.status,
