@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edgecloud.decision.keywords import TaskState
 from edgecloud.decision.reward import RewardParams, reward
 from edgecloud.experiments.reproduce import SweepPoint
 from edgecloud.experiments.runner import PolicyRun
@@ -26,7 +27,8 @@ fixed policy (always-edge or always-cloud) measured in the same run."""
 STABLE_STANDARD_ERRORS = 2.0
 """'Converged': the means of the last two blocks of FINAL_EPISODES episodes differ by less than this many
 standard errors of their difference (episode means are noisy: each episode draws a new task mix)."""
-TASK_CLASSES = ("regular", "quality")
+MIN_BLOCK_EPISODES = 2
+"""A block needs two episodes for a variance."""
 
 
 def mean(values: Sequence[float]) -> float:
@@ -47,6 +49,8 @@ class EpisodeSeries:
     offload_share: list[float]
     offload_regular: list[float]
     llm_calls: int
+    final_pool: dict[str, str]
+    """The pool's decision per keyword state after the last episode (state key -> local/offload)."""
 
     def final(self, series: str, episodes: int = FINAL_EPISODES) -> float:
         values = [value for value in getattr(self, series)[-episodes:] if not math.isnan(value)]
@@ -78,6 +82,7 @@ def episode_series(run: PolicyRun, params: RewardParams) -> EpisodeSeries:
             for episode in run.episodes
         ],
         llm_calls=run.llm_calls,
+        final_pool={example.state.key: example.action.value for example in run.final_pool},
     )
 
 
@@ -103,21 +108,7 @@ def learning_claims(series: Sequence[EpisodeSeries]) -> list[Claim]:
     span = oracle.final("reward") - worst
     claims = []
     for icl in runs["icl"]:
-        earlier, last = icl.reward[-2 * FINAL_EPISODES : -FINAL_EPISODES], icl.reward[-FINAL_EPISODES:]
-        blocks = [mean(earlier), mean(last)]
-        drift = abs(blocks[1] - blocks[0])
-        noise = math.sqrt(sum(statistics.variance(block) / len(block) for block in (earlier, last)))
-        claims.append(
-            Claim(
-                "a",
-                "All task classes converge to a stable reward after exploration.",
-                f"{icl.label}: mean reward of episodes {len(icl.reward) - 2 * FINAL_EPISODES + 1}-"
-                f"{len(icl.reward) - FINAL_EPISODES} {blocks[0]:.2f}, of the last {FINAL_EPISODES} "
-                f"{blocks[1]:.2f} (drift {drift:.2f}; stable if < {STABLE_STANDARD_ERRORS:g} standard errors "
-                f"= {STABLE_STANDARD_ERRORS * noise:.2f})",
-                "yes" if drift < STABLE_STANDARD_ERRORS * noise else "no",
-            )
-        )
+        claims.append(_convergence_claim(icl))
         gap = icl.final("reward") - dqn.final("reward")
         claims.append(
             Claim(
@@ -126,6 +117,7 @@ def learning_claims(series: Sequence[EpisodeSeries]) -> list[Claim]:
                 f"final reward {icl.label} {icl.final('reward'):.2f} (regular {icl.final('reward_regular'):.2f}, "
                 f"quality-preferred {icl.final('reward_quality'):.2f}) vs DQN {dqn.final('reward'):.2f} after "
                 f"{len(dqn.reward)} episodes ({_at_episode(dqn, len(icl.reward)):.2f} after {len(icl.reward)}); "
+                f"the final pool shows {_pool_summary(icl)}; "
                 f"oracle {oracle.final('reward'):.2f}; gap {gap:+.2f} "
                 f"(comparable if within {COMPARABLE_FRACTION:.0%} of {span:.2f})",
                 "yes" if abs(gap) <= COMPARABLE_FRACTION * span or gap > 0 else "no",
@@ -147,6 +139,42 @@ def learning_claims(series: Sequence[EpisodeSeries]) -> list[Claim]:
         )
     claims.extend(_replay_claims(runs, dqn, span))
     return claims
+
+
+def _convergence_claim(icl: EpisodeSeries) -> Claim:
+    """Stable: the last two blocks of episodes (FINAL_EPISODES each, or halves of a shorter run) agree within
+    STABLE_STANDARD_ERRORS standard errors of their difference."""
+    paper = "All task classes converge to a stable reward after exploration."
+    block = min(FINAL_EPISODES, len(icl.reward) // 2)
+    if block < MIN_BLOCK_EPISODES:
+        return Claim("a", paper, f"{icl.label}: {len(icl.reward)} episodes are too few to tell", "n/a")
+    earlier, last = icl.reward[-2 * block : -block], icl.reward[-block:]
+    drift = abs(mean(last) - mean(earlier))
+    noise = math.sqrt(sum(statistics.variance(values) / len(values) for values in (earlier, last)))
+    first = len(icl.reward) - 2 * block + 1
+    return Claim(
+        "a",
+        paper,
+        f"{icl.label}: mean reward of episodes {first}-{first + block - 1} {mean(earlier):.2f}, of the last "
+        f"{block} {mean(last):.2f} (drift {drift:.2f}; stable if < {STABLE_STANDARD_ERRORS:g} standard errors "
+        f"= {STABLE_STANDARD_ERRORS * noise:.2f})",
+        "yes" if drift < STABLE_STANDARD_ERRORS * noise else "no",
+    )
+
+
+def _pool_summary(series: EpisodeSeries) -> str:
+    """How the pool's examples decide, by task class: what prioritized replay has learned to show the LLM."""
+    parts = []
+    for task_class, wanted in (("regular", "local"), ("quality-preferred", "offload")):
+        actions = [
+            action
+            for key, action in series.final_pool.items()
+            if TaskState.from_key(key).service_type.quality_preferred == (task_class != "regular")
+        ]
+        parts.append(
+            f"{wanted} for {sum(action == wanted for action in actions)} of {len(actions)} {task_class} states"
+        )
+    return ", ".join(parts)
 
 
 def _at_episode(series: EpisodeSeries, episodes: int) -> float:

@@ -18,7 +18,9 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from edgecloud.decision.experience import Experience
 from edgecloud.decision.policies.base import DecisionContext
+from edgecloud.decision.pool import PoolNamespace
 from edgecloud.decision.protocol import DecisionRequest, ExperienceRequest
 from edgecloud.decision.service import DecisionService
 from edgecloud.experiments.system import EdgeCloudSystem, Served
@@ -34,6 +36,8 @@ class PolicyRun:
     episodes: list[list[Served]] = field(default_factory=list)
     llm_calls: int = 0
     """Decisions the LLM scored (not cached, not explored)."""
+    final_pool: list[Experience] = field(default_factory=list)
+    """The pool's examples after the last episode: what the prompt showed the LLM at the end."""
 
     @property
     def served(self) -> list[Served]:
@@ -82,4 +86,5 @@ async def run_episodes(
         start_s = max(item.task.arrival_s + item.total_s for item in served)
         if on_episode is not None:
             on_episode(run)
+    run.final_pool = list((await service.pool.snapshot(PoolNamespace(cell, policy))).examples)
     return run
