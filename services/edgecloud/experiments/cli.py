@@ -16,8 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
 from edgecloud.decision.reward import RewardParams
 from edgecloud.experiments.analysis import Claim, episode_series, learning_claims, sweep_claims
 from edgecloud.experiments.config import DEFAULT_CONFIG_FILE, ConfigError, ExperimentConfig, LlmOverrides
@@ -31,14 +29,13 @@ from edgecloud.experiments.reproduce import (
     uses_llm,
 )
 from edgecloud.experiments.runner import PolicyRun
+from edgecloud.testbed.cli import LAUNCH_SCRIPT, edge_vllm_process
 from edgecloud.testbed.processes import ManagedProcess, ProcessFailed, http_ok
 from edgecloud.testbed.settings import TestbedSettings
 
 LOCAL_LLM_LABEL = "SmolLM2-135M, local vLLM"
 GPT4O_LABEL = "GPT-4o"
-PROBE_TIMEOUT_S = 3.0
-VLLM_STARTUP_TIMEOUT_S = 900.0
-LAUNCH_SCRIPT = Path("edge-llm/cpu/launch.sh")
+DEFAULT_HTTP_PORT = 80
 EXIT_USAGE, EXIT_UNREACHABLE = 2, 1
 QUIET_PROGRESS_EVERY = 25
 """Episodes between progress lines of the runs without an LLM (they are fast)."""
@@ -92,24 +89,14 @@ def decision_llms(config: ExperimentConfig, overrides: LlmOverrides) -> list[Dec
 
 
 def reachable(url: str) -> bool:
-    try:
-        return httpx.get(f"{url.rstrip('/')}/models", timeout=PROBE_TIMEOUT_S).status_code == httpx.codes.OK
-    except httpx.HTTPError:
-        return False
+    return http_ok(f"{url.rstrip('/')}/models")()
 
 
 def start_local_vllm(url: str) -> ManagedProcess:
     """The testbed's vLLM edge on the URL's loopback port, as ``scripts/testbed`` starts it."""
     testbed = TestbedSettings()
-    port = urlsplit(url).port
-    vllm = ManagedProcess(
-        "edge vLLM",
-        ["bash", str(LAUNCH_SCRIPT), str(testbed.model_dir), str(port)],
-        testbed.state_dir / "logs" / "fig5-vllm.log",
-        http_ok(f"{url.rstrip('/')}/models"),
-        env={"VLLM_PYTHON": str(testbed.vllm_python.absolute())},
-        startup_timeout_s=VLLM_STARTUP_TIMEOUT_S,
-    )
+    port = urlsplit(url).port or DEFAULT_HTTP_PORT
+    vllm = edge_vllm_process(testbed, port, testbed.state_dir / "logs" / "fig5-vllm.log")
     log(f"starting the local vLLM edge on port {port} (log: {vllm.log_path}); ~2 min to compile")
     vllm.start()
     took = vllm.wait_healthy()

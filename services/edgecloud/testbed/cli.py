@@ -51,14 +51,7 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
     )  # fmt: skip
     if settings.edge == "vllm":
         edge_model = EDGE_VLLM_MODEL
-        edge = ManagedProcess(
-            "edge-llm (vLLM CPU)",
-            ["bash", str(LAUNCH_SCRIPT), str(settings.model_dir), str(settings.edge_port)],
-            logs / "edge-llm.log",
-            http_ok(f"http://127.0.0.1:{settings.edge_port}/v1/models"),
-            env={"VLLM_PYTHON": str(settings.vllm_python.absolute())},
-            startup_timeout_s=settings.vllm_startup_timeout_s,
-        )
+        edge = edge_vllm_process(settings, settings.edge_port, logs / "edge-llm.log")
     else:
         edge_model = settings.edge_sim_profile
         edge = _simulator("edge-llm (simulator)", settings.edge_sim_profile, settings.edge_port, settings)
@@ -100,6 +93,18 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
         {"CHANNEL_PORT": str(settings.air_port), "CHANNEL_UPSTREAM_URL": f"http://127.0.0.1:{settings.gateway_port}"},
     )
     return [redis, edge, cloud, decision, gateway, air]
+
+
+def edge_vllm_process(settings: TestbedSettings, port: int, log_path: Path) -> ManagedProcess:
+    """The real vLLM CPU edge on ``port`` (``edge-llm/cpu/launch.sh``), healthy once ``/v1/models`` answers."""
+    return ManagedProcess(
+        "edge-llm (vLLM CPU)",
+        ["bash", str(LAUNCH_SCRIPT), str(settings.model_dir), str(port)],
+        log_path,
+        http_ok(f"http://127.0.0.1:{port}/v1/models"),
+        env={"VLLM_PYTHON": str(settings.vllm_python.absolute())},
+        startup_timeout_s=settings.vllm_startup_timeout_s,
+    )
 
 
 def _simulator(name: str, profile: str, port: int, settings: TestbedSettings) -> ManagedProcess:
