@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from edgecloud.llmsim.content import ContentSource, TokenCodec, load_corpus
+from edgecloud.llmsim.content import ENTRY_SEPARATOR, ContentSource, TokenCodec, load_corpus
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +57,15 @@ def test_corpus_text_has_exactly_the_requested_token_count(codec: TokenCodec, co
 
 
 def test_every_corpus_entry_and_wrap_around_counts_exactly(codec: TokenCodec, corpus: ContentSource) -> None:
-    cycle = corpus._corpus.cycle_tokens  # a length that wraps past the end of the corpus
+    cycle = corpus._corpus.text.cycle_tokens  # a length that wraps past the end of the corpus
     for seed in range(len(corpus.entries)):
         for n_tokens in (7, 300, cycle + 5):
             generated = corpus.generate("", n_tokens, seed)
             assert codec.count(generated.text) == n_tokens, (seed, n_tokens)
+    for task in corpus.tasks:  # each task's own cycle, wrapped past its end too
+        for seed in range(3):
+            for n_tokens in (7, cycle + 5):
+                assert codec.count(corpus.generate("", n_tokens, seed, task).text) == n_tokens, (task, n_tokens)
 
 
 @pytest.mark.parametrize(
@@ -107,3 +111,15 @@ def test_prompt_counting_matches_the_tokenizer(codec: TokenCodec) -> None:
     assert codec.count("") == 0
     assert codec.count("Hello world") == 2
     assert codec.count("<|im_start|>user\nhi<|im_end|>\n") == len(codec.encode("<|im_start|>user\nhi<|im_end|>\n"))
+
+
+def test_a_request_of_known_type_is_answered_in_kind(corpus: ContentSource) -> None:
+    """The gateway's x-service-type picks that task's answers; each request gets a real answer of its kind."""
+    for task in corpus.tasks:
+        answers = [entry.answer for entry in corpus.entries if entry.task == task]
+        for seed in range(12):
+            text = corpus.generate("a prompt of its own", 400, seed, task).text
+            first = text.split(ENTRY_SEPARATOR)[0]
+            assert any(answer.startswith(first) for answer in answers), (task, seed)
+            assert all(other.answer not in text for other in corpus.entries if other.task != task)
+    assert corpus.generate("hi", 50, 1, "no-such-type") == corpus.generate("hi", 50, 1)

@@ -14,6 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+SERVICE_TYPE_HEADER = "x-service-type"
+"""Ours, not OpenAI's: the service type a request was served as. The gateway answers with it and sends it
+to its backends; the LLM simulator then answers with text of that type (vLLM ignores it)."""
+
 
 class OpenAIBaseModel(BaseModel):
     """Base of every wire model: extra fields are kept, as the OpenAI API allows them."""

@@ -23,6 +23,7 @@ from edgecloud.core.errors import (
     UpstreamUnavailableError,
     error_body,
 )
+from edgecloud.core.protocol import SERVICE_TYPE_HEADER
 from edgecloud.core.sse import DONE_EVENT, SSEEventSplitter, carries_token, carries_usage
 from edgecloud.gateway.routing import Backend
 from edgecloud.gateway.settings import GatewaySettings
@@ -57,12 +58,12 @@ class UpstreamClient:
             self._session = None
 
     async def post(
-        self, backend: Backend, path: str, payload: dict[str, Any], request_id: str
+        self, backend: Backend, path: str, payload: dict[str, Any], request_id: str, service_type: str
     ) -> aiohttp.ClientResponse:
         """POST ``payload`` to the backend; return the open response if it is a 200, else raise."""
         if self._session is None:
             raise UpstreamUnavailableError("The gateway's upstream client is not started.")
-        headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
+        headers = {"Content-Type": "application/json", "X-Request-Id": request_id, SERVICE_TYPE_HEADER: service_type}
         if backend.api_key is not None:
             headers["Authorization"] = f"Bearer {backend.api_key.get_secret_value()}"
         url = f"{backend.base_url}{path}"

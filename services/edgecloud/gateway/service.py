@@ -270,7 +270,11 @@ class GatewayService:
         timing.mark_upstream_sent()
         try:
             response = await self.upstream.post(
-                backend, endpoint.value, request.to_upstream_payload(backend.model), plan.request_id
+                backend,
+                endpoint.value,
+                request.to_upstream_payload(backend.model),
+                plan.request_id,
+                plan.service_type.value,
             )
         except ServiceError as error:
             self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_ERROR)

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from edgecloud.core.errors import install_error_handlers
 from edgecloud.core.metrics import metrics_response
-from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
+from edgecloud.core.protocol import SERVICE_TYPE_HEADER, ChatCompletionRequest, CompletionRequest, ModelList
 from edgecloud.core.server import serve
 from edgecloud.core.sse import SSE_MEDIA_TYPE
 from edgecloud.llmsim.failures import StreamAborted
@@ -52,12 +52,12 @@ def create_app(settings: LLMSimSettings) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         service: SimulatorService = request.app.state.service
-        return _respond(await service.chat(body))
+        return _respond(await service.chat(body, request.headers.get(SERVICE_TYPE_HEADER)))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
         service: SimulatorService = request.app.state.service
-        return _respond(await service.completion(body))
+        return _respond(await service.completion(body, request.headers.get(SERVICE_TYPE_HEADER)))
 
     @app.get("/v1/models")
     async def models(request: Request) -> ModelList:

@@ -177,8 +177,39 @@ def stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
+class _Answers:
+    """Corpus answers laid end to end, cycled, with where each entry starts and which prompt it answers."""
+
+    def __init__(self, codec: TokenCodec, entries: Sequence[CorpusEntry], filler: Sequence[Unit]):
+        separator = codec.units(ENTRY_SEPARATOR + "x")[:-1]  # "\n\n" before text: two "\n" units
+        units: list[Unit] = []
+        self.entry_start: list[int] = []
+        for entry in entries:
+            self.entry_start.append(len(units))
+            units += codec.units(entry.answer) + separator
+        self.text = CyclicText(units, filler)
+        self.by_prompt = {entry.prompt.strip(): index for index, entry in enumerate(entries)}
+
+    def entry_index(self, prompt: str, seed: int | None) -> int:
+        """The entry a request starts from: its own answer if the prompt is an entry's, else chosen by the
+        seed, else by a stable hash of the prompt."""
+        known = self.by_prompt.get(prompt.strip())
+        if known is not None:
+            return known
+        key = seed if seed is not None else stable_hash(prompt)
+        return key % len(self.entry_start)
+
+    def take(self, prompt: str, n_tokens: int, seed: int | None) -> GeneratedText:
+        return self.text.take(self.entry_start[self.entry_index(prompt, seed)], n_tokens)
+
+
 class ContentSource:
-    """Chooses the completion text: ``corpus`` answers or an ``echo`` of the prompt."""
+    """Chooses the completion text: ``corpus`` answers or an ``echo`` of the prompt.
+
+    A request whose service type is known (the gateway sends it, ``core.protocol.SERVICE_TYPE_HEADER``)
+    is answered from the corpus entries of that task only, cycling through them, so a greeting is not
+    answered with a proof; an absent or unknown type draws from the whole corpus.
+    """
 
     def __init__(self, codec: TokenCodec, entries: Iterable[CorpusEntry], mode: str = "corpus"):
         if mode not in ("corpus", "echo"):
@@ -187,14 +218,11 @@ class ContentSource:
         self.mode = mode
         self._entries = list(entries)
         self._filler = [codec.single_token_unit(word) for word in FILLER_WORDS]
-        separator = codec.units(ENTRY_SEPARATOR + "x")[:-1]  # "\n\n" before text: two "\n" units
-        units: list[Unit] = []
-        self._entry_start: list[int] = []
-        for entry in self._entries:
-            self._entry_start.append(len(units))
-            units += codec.units(entry.answer) + separator
-        self._corpus = CyclicText(units, self._filler)
-        self._by_prompt = {entry.prompt.strip(): index for index, entry in enumerate(self._entries)}
+        self._corpus = _Answers(codec, self._entries, self._filler)
+        self._by_task = {
+            task: _Answers(codec, [entry for entry in self._entries if entry.task == task], self._filler)
+            for task in dict.fromkeys(entry.task for entry in self._entries)
+        }
         self._echo = lru_cache(maxsize=256)(self._echo_text)
         self._generate = lru_cache(maxsize=1024)(self._uncached_generate)
 
@@ -202,29 +230,28 @@ class ContentSource:
     def entries(self) -> list[CorpusEntry]:
         return list(self._entries)
 
+    @property
+    def tasks(self) -> list[str]:
+        return list(self._by_task)
+
     def entry_index(self, prompt: str, seed: int | None) -> int:
-        """The corpus entry a request starts from: its own answer if the prompt is in the corpus,
-        else chosen by the seed, else by a stable hash of the prompt."""
-        known = self._by_prompt.get(prompt.strip())
-        if known is not None:
-            return known
-        key = seed if seed is not None else stable_hash(prompt)
-        return key % len(self._entries)
+        """The corpus entry a request of unknown type starts from (see ``_Answers.entry_index``)."""
+        return self._corpus.entry_index(prompt, seed)
 
     def _echo_text(self, prompt: str) -> CyclicText:
         return CyclicText(self.codec.units(prompt + ECHO_SEPARATOR), self._filler)
 
-    def generate(self, prompt: str, n_tokens: int, seed: int | None) -> GeneratedText:
-        """Exactly ``n_tokens`` tokens of text for ``prompt``; the same arguments give the same text."""
+    def generate(self, prompt: str, n_tokens: int, seed: int | None, task: str | None = None) -> GeneratedText:
+        """Exactly ``n_tokens`` tokens of text for ``prompt`` (of service type ``task`` if known); the same
+        arguments give the same text."""
         if n_tokens > CACHED_TOKENS_MAX:  # long texts are cheap to rebuild next to their streaming time
-            return self._uncached_generate(prompt, n_tokens, seed)
-        return self._generate(prompt, n_tokens, seed)
+            return self._uncached_generate(prompt, n_tokens, seed, task)
+        return self._generate(prompt, n_tokens, seed, task)
 
-    def _uncached_generate(self, prompt: str, n_tokens: int, seed: int | None) -> GeneratedText:
+    def _uncached_generate(self, prompt: str, n_tokens: int, seed: int | None, task: str | None) -> GeneratedText:
         if n_tokens <= 0:
             return GeneratedText("", ())
         stripped = prompt.strip()
         if self.mode == "echo" and stripped:
             return self._echo(stripped).take(0, n_tokens)
-        entry = self.entry_index(prompt, seed)
-        return self._corpus.take(self._entry_start[entry], n_tokens)
+        return self._by_task.get(task or "", self._corpus).take(prompt, n_tokens, seed)

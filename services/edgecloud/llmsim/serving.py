@@ -168,11 +168,14 @@ class SimulatorService:
         cards = [ModelCard(id=name, max_model_len=self.profile.max_model_len) for name in self.served_model_names]
         return ModelList(data=cards)
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[bytes]:
+    async def chat(
+        self, request: ChatCompletionRequest, service_type: str | None = None
+    ) -> ChatCompletionResponse | AsyncIterator[bytes]:
+        """A chat completion; ``service_type`` (the gateway's ``x-service-type``) picks answers of that kind."""
         arrival = self._clock.now()
         prompt_tokens = self.content.codec.count(chatml_prompt(request.messages))
         question = next((m.text() for m in reversed(request.messages) if m.role == "user"), request.prompt_text())
-        plan = self._plan(request, request.output_token_limit, prompt_tokens, question, arrival)
+        plan = self._plan(request, request.output_token_limit, prompt_tokens, question, arrival, service_type)
         if request.stream:
             return self._stream(plan, _ChunkWriter(plan, self._encoded_pieces, chat=True))
         await self._run(plan)
@@ -180,7 +183,9 @@ class SimulatorService:
         choice = ChatCompletionChoice(message=message, finish_reason=plan.finish_reason)
         return ChatCompletionResponse(model=plan.model, choices=[choice], usage=plan.usage())
 
-    async def completion(self, request: CompletionRequest) -> CompletionResponse | AsyncIterator[bytes]:
+    async def completion(
+        self, request: CompletionRequest, service_type: str | None = None
+    ) -> CompletionResponse | AsyncIterator[bytes]:
         arrival = self._clock.now()
         prompt = request.prompt
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
@@ -191,7 +196,7 @@ class SimulatorService:
             text, prompt_tokens = self.content.codec.decode(prompt), len(prompt)  # type: ignore[arg-type]
         else:
             raise BadRequestError("The simulator serves one prompt per request, not a batch.", param="prompt")
-        plan = self._plan(request, request.output_token_limit, prompt_tokens, text, arrival)
+        plan = self._plan(request, request.output_token_limit, prompt_tokens, text, arrival, service_type)
         echo = text if request.echo else ""
         if request.stream:
             return self._stream(plan, _ChunkWriter(plan, self._encoded_pieces, chat=False, echo=echo))
@@ -206,6 +211,7 @@ class SimulatorService:
         prompt_tokens: int,
         prompt_text: str,
         arrival: float,
+        service_type: str | None,
     ) -> _Plan:
         if request.model not in self.served_model_names:
             raise ModelNotFoundError(request.model)
@@ -215,7 +221,7 @@ class SimulatorService:
         return _Plan(
             model=request.model,
             prompt_tokens=prompt_tokens,
-            output=self.content.generate(prompt_text, output_tokens, request.seed),
+            output=self.content.generate(prompt_text, output_tokens, request.seed, service_type),
             finish_reason=finish_reason,
             engine_request=engine_request,
             include_usage=request.include_usage,
