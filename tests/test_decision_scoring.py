@@ -14,9 +14,11 @@ import httpx
 import pytest
 
 from edgecloud.decision.keywords import Action
+from edgecloud.decision.llm_endpoint import CannotScore
 from edgecloud.decision.prompt import candidate_completions
 from edgecloud.decision.scoring import (
     FLOOR_MARGIN,
+    SCORER_KINDS,
     AutoScorer,
     CachedPromptLogprobScorer,
     ConstrainedAnswerScorer,
@@ -511,11 +513,48 @@ async def test_auto_does_not_fall_back_or_forget_on_a_server_error():
     assert result.path is ScoringPath.PROMPT_LOGPROBS
 
 
-async def test_auto_raises_when_even_constrained_is_unsupported():
+async def test_auto_raises_cannot_score_when_even_constrained_is_unsupported():
     fake = FakeEndpoint()  # every route 404
-    with pytest.raises(PathUnsupported):
+    with pytest.raises(CannotScore) as raised:
         await fake.scorer("auto").score(PROMPT, CANDIDATES)
+    assert isinstance(raised.value.__cause__, PathUnsupported)
     assert len(fake.requests) == 3 + 3
+
+
+def simulator_like() -> FakeEndpoint:
+    """An endpoint like the LLM simulator: no /tokenize, completions without log-probabilities, chat text."""
+    return FakeEndpoint(
+        completions=lambda request: httpx.Response(
+            200,
+            json={"choices": [{"index": i, "text": "Sure"} for i in range(len(json.loads(request.content)["prompt"]))]},
+        ),
+        chat_completions=chat_with(None, content="Here is a fun fact about weekends"),
+    )
+
+
+async def test_auto_remembers_an_endpoint_that_cannot_score_and_retries_later():
+    fake = simulator_like()
+    now = [0.0]
+    scorer = AutoScorer(
+        OpenAIEndpoint(BASE_URL, "m", transport=fake.transport),
+        SCORER_KINDS["auto"],
+        retry_after_s=60.0,
+        clock=lambda: now[0],
+    )
+    with pytest.raises(CannotScore) as first:
+        await scorer.score(PROMPT, CANDIDATES)
+    assert isinstance(first.value.__cause__, UnparseableAnswer)
+    probed = len(fake.requests)
+    assert probed == 3 + 1 + 1 + 1  # three /tokenize, echo, top_logprobs, constrained
+    now[0] = 59.0
+    with pytest.raises(CannotScore) as remembered:
+        await scorer.score(PROMPT, CANDIDATES)
+    assert remembered.value.retry_after_s == pytest.approx(1.0)
+    assert len(fake.requests) == probed  # not asked again
+    now[0] = 60.0
+    with pytest.raises(CannotScore):
+        await scorer.score(PROMPT, CANDIDATES)
+    assert len(fake.requests) == 2 * probed  # every path tried again after the wait
 
 
 # --- HTTP and errors ---------------------------------------------------------------------------

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 120.0
 # Status codes with which an endpoint says it does not offer a path (bad parameter, no such route).
 UNSUPPORTED_STATUS = frozenset({400, 404, 422})
+# Idle connections are dropped after this long: below the 5 s keep-alive of uvicorn (vLLM's server), so a
+# request never goes out on a connection the server is closing at that moment (seen: ReadError).
+KEEPALIVE_EXPIRY_S = 2.0
 # How much of an endpoint's error message goes into an exception.
 ERROR_SNIPPET_CHARS = 200
 
@@ -35,6 +38,18 @@ class PathUnsupported(ScoringError):
         super().__init__(message)
         self.requests = requests
         """LLM requests the failed attempt made (0 when it failed before asking the LLM)."""
+
+
+class CannotScore(ScoringError):
+    """The endpoint offered no way to score (every path refused, or its answers were none of the candidates).
+
+    ``scoring.AutoScorer`` remembers it for ``retry_after_s`` and answers at once in that time, so a
+    decision does not probe an endpoint that cannot score (a simulator, say) on every request.
+    """
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class OpenAIEndpoint:
@@ -58,7 +73,11 @@ class OpenAIEndpoint:
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout_s,
+            transport=transport,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
         )
 
     async def post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:

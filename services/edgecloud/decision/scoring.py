@@ -19,17 +19,20 @@ what an endpoint offers, best first:
 - ``constrained``: no log-probabilities at all: a short greedy answer, parsed strictly.
 
 ``make_scorer("auto", ...)`` tries them in that order and remembers the first one the endpoint
-supports. Every failure is a ``ScoringError``, so the decision service can fall back. No prompt text
+supports; when none works it remembers that too, for a while (``CannotScore``). Every failure is a
+``ScoringError``, so the decision service can fall back. No prompt text
 is logged (the prompt holds only closed-set keywords and numbers anyway, see ``prompt.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
@@ -39,6 +42,7 @@ import httpx
 from edgecloud.decision.keywords import Action
 from edgecloud.decision.llm_endpoint import (
     DEFAULT_TIMEOUT_S,
+    CannotScore,
     OpenAIEndpoint,
     PathUnsupported,
     ScoringError,
@@ -55,6 +59,8 @@ TOP_LOGPROBS = 20
 FLOOR_MARGIN = math.log(2.0)
 # "local"/"offload" plus a period or a space fit in 3 tokens; more would only let the model explain.
 CONSTRAINED_MAX_TOKENS = 3
+# Ours: how long an endpoint that offered no way to score is answered "cannot" before it is tried again.
+CANNOT_SCORE_RETRY_S = 60.0
 # How vLLM names a token in log-probabilities under ``return_tokens_as_token_ids``.
 TOKEN_ID_PREFIX = "token_id:"
 
@@ -87,6 +93,15 @@ class ScoreResult:
     """How the path was asked: ``token_ids`` or ``echo`` for prompt_logprobs, else the path's name."""
     completion_tokens: int | None = None
     """Tokens the endpoint says it generated (``usage``), if it says; vLLM counts 1 per prompt for scoring."""
+    token_logprobs: dict[Action, tuple[float, ...]] | None = None
+    """Per candidate, the log-probability of each of its tokens (prompt_logprobs paths); None where a path
+    sees only the first token or none (top_logprobs, constrained): ``scores`` is then that one value."""
+
+    def tokens_of(self, action: Action) -> tuple[float, ...]:
+        """The candidate's token log-probabilities (one value where the path has no per-token ones)."""
+        if self.token_logprobs is not None:
+            return self.token_logprobs[action]
+        return (self.scores[action],)
 
     def scores_by_name(self) -> dict[str, float]:
         return {action.value: score for action, score in self.scores.items()}
@@ -121,8 +136,13 @@ class EndpointScorer(Scorer):
     async def aclose(self) -> None:
         await self.endpoint.aclose()
 
-    def _result(self, scores: dict[Action, float], answer: dict[str, Any]) -> ScoreResult:
-        return ScoreResult(scores, self.path, argmax(scores), 1, self.method, completion_tokens(answer))
+    def _result(
+        self,
+        scores: dict[Action, float],
+        answer: dict[str, Any],
+        token_logprobs: dict[Action, tuple[float, ...]] | None = None,
+    ) -> ScoreResult:
+        return ScoreResult(scores, self.path, argmax(scores), 1, self.method, completion_tokens(answer), token_logprobs)
 
 
 T = TypeVar("T")
@@ -180,13 +200,13 @@ class CachedPromptLogprobScorer(EndpointScorer):
             },
         )
         tables = [_token_id_logprobs(choice) for choice in choices(answer, len(contexts))]
-        scores: dict[Action, float] = {}
+        per_token: dict[Action, tuple[float, ...]] = {}
         for action, wanted in zip(actions, targets, strict=True):
             try:
-                scores[action] = math.fsum(tables[context][token] for context, token in wanted)
+                per_token[action] = tuple(tables[context][token] for context, token in wanted)
             except KeyError as missing:
                 raise PathUnsupported(f"the endpoint ignored logprob_token_ids (no token {missing})") from None
-        return self._result(scores, answer)
+        return self._result({action: math.fsum(values) for action, values in per_token.items()}, answer, per_token)
 
     async def _tokenize(self, text: str) -> list[int]:
         try:
@@ -274,13 +294,13 @@ class PromptLogprobScorer(EndpointScorer):
         start = common_prefix_length([tokens for tokens, _ in sequences], limit=min(first for first, _ in spans))
         if start < 1:
             raise ScoringError("the candidate starts at the first token, which has no log-probability")
-        scores: dict[Action, float] = {}
+        per_token: dict[Action, tuple[float, ...]] = {}
         for action, (_, logprobs), (_, end) in zip(actions, sequences, spans, strict=True):
             selected = logprobs[start:end]
             if any(value is None for value in selected):
                 raise ScoringError("malformed answer: a candidate token has no log-probability")
-            scores[action] = math.fsum(value for value in selected if value is not None)
-        return self._result(scores, answer)
+            per_token[action] = tuple(value for value in selected if value is not None)
+        return self._result({action: math.fsum(values) for action, values in per_token.items()}, answer, per_token)
 
 
 def _echoed_tokens(choice: dict[str, Any]) -> tuple[list[str], list[float | None]]:
@@ -435,16 +455,27 @@ class AutoScorer(Scorer):
     """Tries its scorers best first; on ``PathUnsupported`` the next; remembers the first that worked.
 
     Later calls start at the remembered scorer (never retrying better ones the endpoint refused);
-    should it be refused later, the next ones are tried. Any other error is raised as is and changes
-    nothing: a timeout says nothing about what the endpoint supports.
+    should it be refused later, the next ones are tried. When every scorer is refused, or the last
+    answers none of the candidates, the endpoint cannot score: ``CannotScore`` is raised, and raised at
+    once without asking the endpoint for ``retry_after_s``; then all scorers are tried again. Any other
+    error is raised as is and changes nothing: a timeout says nothing about what the endpoint supports.
     """
 
-    def __init__(self, endpoint: OpenAIEndpoint, scorers: Sequence[type[EndpointScorer]]) -> None:
+    def __init__(
+        self,
+        endpoint: OpenAIEndpoint,
+        scorers: Sequence[type[EndpointScorer]],
+        retry_after_s: float = CANNOT_SCORE_RETRY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not scorers:
             raise ValueError("AutoScorer needs at least one scorer")
         self.endpoint = endpoint
         self._scorers = [scorer(endpoint) for scorer in scorers]
         self._first = 0
+        self.retry_after_s = retry_after_s
+        self._clock = clock
+        self._cannot_until = -math.inf
 
     @property
     def current(self) -> EndpointScorer:
@@ -452,28 +483,32 @@ class AutoScorer(Scorer):
         return self._scorers[self._first]
 
     async def score(self, prompt: str, candidates: dict[Action, str]) -> ScoreResult:
+        remaining = self._cannot_until - self._clock()
+        if remaining > 0:
+            raise CannotScore(f"{self.endpoint.base_url} cannot score (tried again in {remaining:.0f} s)", remaining)
         requests = 0
         for index in range(self._first, len(self._scorers)):
             scorer = self._scorers[index]
             try:
                 result = await scorer.score(prompt, candidates)
-            except PathUnsupported as error:
-                requests += error.requests
+            except (PathUnsupported, UnparseableAnswer) as error:
+                requests += getattr(error, "requests", 1)
                 if index == len(self._scorers) - 1:
+                    self._cannot_until = self._clock() + self.retry_after_s
+                    self._first = 0
+                    logger.warning(
+                        "%s offers no way to score (%s: %s); decisions fall back for %.0f s",
+                        self.endpoint.base_url, scorer.method, error, self.retry_after_s,
+                    )  # fmt: skip
+                    raise CannotScore(f"{self.endpoint.base_url} cannot score: {error}", self.retry_after_s) from error
+                if isinstance(error, UnparseableAnswer):
                     raise
                 logger.info("%s: %s unsupported (%s); trying the next", self.endpoint.base_url, scorer.method, error)
                 continue
             if index != self._first:
                 logger.info("%s: scoring by %s from now on", self.endpoint.base_url, scorer.method)
                 self._first = index
-            return ScoreResult(
-                result.scores,
-                result.path,
-                result.action,
-                requests + result.requests,
-                result.method,
-                result.completion_tokens,
-            )
+            return dataclasses.replace(result, requests=requests + result.requests)
         raise AssertionError("unreachable: the last scorer returns or raises")
 
     async def aclose(self) -> None:
@@ -496,13 +531,16 @@ def make_scorer(
     api_key: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     transport: httpx.AsyncBaseTransport | None = None,
+    retry_after_s: float = CANNOT_SCORE_RETRY_S,
 ) -> Scorer:
     """A scorer for ``kind``: ``auto``, ``prompt_logprobs``, ``top_logprobs`` or ``constrained``.
 
-    ``base_url`` includes ``/v1``. ``transport`` is a test seam (``httpx.MockTransport``).
+    Kinds with more than one path are an ``AutoScorer``, which also remembers for ``retry_after_s`` an
+    endpoint that cannot score. ``base_url`` includes ``/v1``. ``transport`` is a test seam
+    (``httpx.MockTransport``).
     """
     if kind not in SCORER_KINDS:
         raise ValueError(f"unknown scorer kind {kind!r}; kinds are {list(SCORER_KINDS)}")
     endpoint = OpenAIEndpoint(base_url, model, api_key=api_key, timeout_s=timeout_s, transport=transport)
     scorers = SCORER_KINDS[kind]
-    return scorers[0](endpoint) if len(scorers) == 1 else AutoScorer(endpoint, scorers)
+    return scorers[0](endpoint) if len(scorers) == 1 else AutoScorer(endpoint, scorers, retry_after_s)
