@@ -176,21 +176,34 @@ async def test_cache_computes_once_per_key_even_under_a_burst():
         await asyncio.sleep(0.01)
         return "local"
 
-    key = CacheKey("ns", "chat|1-128", 3, "m")
+    key = CacheKey("ns", "chat|1-128", "digest", "m")
     results = await asyncio.gather(*(cache.get_or_compute(key, compute) for _ in range(20)))
     assert calls == 1
     assert [value for value, _ in results] == ["local"] * 20
     assert sum(not cached for _, cached in results) == 1
 
 
-async def test_cache_forgets_older_versions_of_a_namespace():
+async def test_cache_keys_by_the_prompt_and_model():
     cache: DecisionCache[str] = DecisionCache()
-    cache.put(CacheKey("ns", "a", 1, "m"), "local")
-    cache.put(CacheKey("other", "a", 1, "m"), "local")
-    cache.put(CacheKey("ns", "a", 2, "m"), "offload")
-    assert cache.get(CacheKey("ns", "a", 1, "m")) is None
-    assert cache.get(CacheKey("ns", "a", 2, "m")) == "offload"
-    assert cache.get(CacheKey("other", "a", 1, "m")) == "local"
+    cache.put(CacheKey("ns", "a", "prompt-1", "m"), "local")
+    cache.put(CacheKey("ns", "a", "prompt-2", "m"), "offload")
+    assert cache.get(CacheKey("ns", "a", "prompt-1", "m")) == "local"
+    assert cache.get(CacheKey("ns", "a", "prompt-2", "m")) == "offload"
+    assert cache.get(CacheKey("ns", "a", "prompt-1", "other-model")) is None
+    assert cache.get(CacheKey("other", "a", "prompt-1", "m")) is None
+
+
+def test_cache_entry_with_a_lifetime_expires():
+    now = [100.0]
+    cache: DecisionCache[str] = DecisionCache(clock=lambda: now[0])
+    cache.put(CacheKey("ns", "a", "p", "m"), "fallback", ttl_s=60.0)
+    cache.put(CacheKey("ns", "b", "p", "m"), "llm")
+    now[0] = 159.9
+    assert cache.get(CacheKey("ns", "a", "p", "m")) == "fallback"
+    now[0] = 160.0
+    assert cache.get(CacheKey("ns", "a", "p", "m")) is None
+    assert cache.get(CacheKey("ns", "b", "p", "m")) == "llm"
+    assert len(cache) == 1
 
 
 async def test_cache_does_not_keep_failures():
@@ -199,7 +212,7 @@ async def test_cache_does_not_keep_failures():
     async def failing() -> str:
         raise RuntimeError("llm down")
 
-    key = CacheKey("ns", "a", 1, "m")
+    key = CacheKey("ns", "a", "p", "m")
     with pytest.raises(RuntimeError):
         await cache.get_or_compute(key, failing)
     assert cache.get(key) is None
@@ -208,5 +221,5 @@ async def test_cache_does_not_keep_failures():
 def test_cache_is_bounded():
     cache: DecisionCache[int] = DecisionCache(max_entries=3)
     for version in range(5):
-        cache.put(CacheKey(f"ns{version}", "a", 0, "m"), version)
+        cache.put(CacheKey(f"ns{version}", "a", "p", "m"), version)
     assert len(cache) == 3

@@ -188,7 +188,15 @@ async def test_health_lists_live_policies_and_metrics_count_decisions(client):
 async def test_latest_experience_baseline_shows_recent_experiences(client, scorer):
     for generation_s in (10.0, 20.0, 5.0):
         await client.post("/v1/experiences", json={**EXPERIENCE, "policy": "icl_latest", "generation_s": generation_s})
-    shown = (await client.get("/v1/prompt", params={**DECIDE, "policy": "icl_latest"})).json()["prompt"]
+    view = (await client.get("/v1/prompt", params={**DECIDE, "policy": "icl_latest"})).json()
+    assert view["examples_shown"] == 1  # the default method shows the nearest example: the newest of the same x
+    assert "Keywords: (coding, 513-1024) | Decision: offload | Reward: 24.80" in view["prompt"]
+    async with make_client(scorer, icl_examples="pool") as whole_log:
+        for generation_s in (10.0, 20.0, 5.0):
+            await whole_log.post(
+                "/v1/experiences", json={**EXPERIENCE, "policy": "icl_latest", "generation_s": generation_s}
+            )
+        shown = (await whole_log.get("/v1/prompt", params={**DECIDE, "policy": "icl_latest"})).json()["prompt"]
     assert shown.count("Keywords: (coding, 513-1024) | Decision: offload") == 3
     decision = (await client.post("/v1/decisions", json={**DECIDE, "policy": "icl_latest"})).json()
     assert decision["source"] == "llm"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -58,7 +59,9 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warm_up = asyncio.create_task(service.warm_up())  # in the background: /health answers at once
         yield
+        warm_up.cancel()
         await scorer.aclose()
         await client.aclose()
 

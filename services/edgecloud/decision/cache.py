@@ -1,13 +1,17 @@
-"""The decision cache: with temperature 0 the LLM's answer is a function of (x, pool version, model).
+"""The decision cache: at temperature 0 the LLM's answer is a function of the prompt it reads and the model.
 
-Entries are keyed by that triple, so a pool change (a new version) makes old entries unreachable; they
-are dropped when a newer version of the same namespace is seen. Concurrent misses for one key share one
-computation (single flight), so a burst of identical requests costs one LLM call.
+Entries are keyed by (namespace, x, digest of the exact prompt, model). A pool change that alters the
+examples shown for x changes the digest, so an old entry is never read again and ages out of the LRU
+order; a change elsewhere in the pool leaves x's entry valid (with nearest-example retrieval most pool
+changes touch a few states only). Concurrent misses for one key share one computation (single flight),
+so a burst of identical requests costs one LLM call. An entry may carry a lifetime (a fallback given
+while the LLM cannot score is kept only until the scorer tries again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,30 +24,34 @@ Value = TypeVar("Value")
 class CacheKey:
     namespace: str
     state_key: str
-    pool_version: int
+    prompt_digest: str
     model: str
 
 
 class DecisionCache(Generic[Value]):
-    def __init__(self, max_entries: int = 10_000):
+    def __init__(self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic):
         self.max_entries = max_entries
-        self._entries: OrderedDict[CacheKey, Value] = OrderedDict()
+        self._clock = clock
+        self._entries: OrderedDict[CacheKey, tuple[Value, float | None]] = OrderedDict()
         self._in_flight: dict[CacheKey, asyncio.Future[Value]] = {}
-        self._newest_version: dict[str, int] = {}
         self.hits = 0
         self.misses = 0
 
     def get(self, key: CacheKey) -> Value | None:
-        value = self._entries.get(key)
-        if value is None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires_at = entry
+        if expires_at is not None and self._clock() >= expires_at:
+            del self._entries[key]
             return None
         self._entries.move_to_end(key)
         self.hits += 1
         return value
 
-    def put(self, key: CacheKey, value: Value) -> None:
-        self._forget_older_versions(key)
-        self._entries[key] = value
+    def put(self, key: CacheKey, value: Value, ttl_s: float | None = None) -> None:
+        """Keep ``value`` for ``key``; for ``ttl_s`` seconds only if given."""
+        self._entries[key] = (value, None if ttl_s is None else self._clock() + ttl_s)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -71,18 +79,8 @@ class DecisionCache(Generic[Value]):
         self.put(key, value)
         return value, False
 
-    def _forget_older_versions(self, key: CacheKey) -> None:
-        newest = self._newest_version.get(key.namespace, -1)
-        if key.pool_version <= newest:
-            return
-        self._newest_version[key.namespace] = key.pool_version
-        stale = [k for k in self._entries if k.namespace == key.namespace and k.pool_version < key.pool_version]
-        for old in stale:
-            del self._entries[old]
-
     def clear(self) -> None:
         self._entries.clear()
-        self._newest_version.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

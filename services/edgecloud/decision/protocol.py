@@ -98,6 +98,8 @@ class PoolResponse(DecisionModel):
 class PromptResponse(DecisionModel):
     prompt: str
     candidates: list[str]
+    content_free_prompt: str | None = Field(description="The calibration prompt, when the policy calibrates.")
+    examples_shown: int
     pool_version: int
     service_type: ServiceType
     token_bin: str

@@ -1,11 +1,12 @@
 """The decision service as a plain library: decide, record experiences, show the pool and the prompt.
 
-One policy object per (cell, policy name), built on first use. The HTTP shell (``app.py``) and, later,
-the gateway in-process call the same methods.
+One policy object per (cell, policy name), built on first use. The HTTP shell (``app.py``) and the
+virtual-time experiments call the same methods.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from edgecloud.decision.cache import DecisionCache
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.exploration import EpsilonGreedy, make_schedule
 from edgecloud.decision.keywords import TaskState
+from edgecloud.decision.llm_endpoint import ScoringError
 from edgecloud.decision.metrics import DecisionMetrics
 from edgecloud.decision.policies.base import POLICY_REGISTRY, Decision, DecisionContext, Policy
 from edgecloud.decision.policies.icl import IclPolicy, IclSetup, LatestIclPolicy
@@ -31,8 +33,10 @@ from edgecloud.decision.protocol import (
     TaskFields,
 )
 from edgecloud.decision.reward import RewardParams, reward
-from edgecloud.decision.scoring import Scorer
+from edgecloud.decision.scoring import Scorer, ScoreResult
 from edgecloud.decision.settings import DecisionSettings
+
+logger = logging.getLogger(__name__)
 
 # Policies that need what only an experiment knows (the true outcome of both actions).
 EXPERIMENT_ONLY = frozenset({"oracle"})
@@ -56,6 +60,7 @@ class DecisionService:
         self.clock = clock
         self.reward_params = RewardParams(settings.target_delay_s, settings.quality_penalty)
         self.cache: DecisionCache[Decision] = DecisionCache(settings.cache_entries)
+        self.calibrations: DecisionCache[ScoreResult] = DecisionCache(settings.cache_entries)
         self.experiment = experiment
         self._policies: dict[PoolNamespace, Policy] = {}
 
@@ -84,7 +89,9 @@ class DecisionService:
                 model=self.settings.llm_model,
                 exploration=EpsilonGreedy(make_schedule(self.settings.epsilon), rng),
                 cache=self.cache,
+                calibrations=self.calibrations,
                 llm_timeout_s=self.settings.llm_timeout_s,
+                method=self.settings.icl_method(),
             )
             if issubclass(policy_class, LatestIclPolicy):
                 return policy_class(setup, self.settings.latest_examples)
@@ -162,14 +169,29 @@ class DecisionService:
         if not isinstance(policy, IclPolicy):
             raise BadRequestError(f"Policy {task.policy!r} uses no prompt.", param="policy")
         state = TaskState.of(task.service_type, task.estimated_tokens)
-        version, _ = await policy.examples()
+        view = await policy.view(state)
+        method = policy.method
         return PromptResponse(
-            prompt=await policy.meta_prompt(state),
+            prompt=view.prompt,
             candidates=list(candidate_completions().values()),
-            pool_version=version,
+            content_free_prompt=method.prompt(None, view.shown) if method.calibrate else None,
+            examples_shown=len(view.shown),
+            pool_version=view.pool_version,
             service_type=state.service_type,
             token_bin=state.token_bin,
         )
+
+    async def warm_up(self) -> None:
+        """Score the shipped method's empty prompt once, at start-up, so the first request does not wait.
+
+        It fills the LLM's prefix cache with the task description (every prompt starts with it) and lets
+        an endpoint that cannot score be found out before any request asks. Failures are only logged.
+        """
+        method = self.settings.icl_method()
+        try:
+            await self.scorer.score(method.prompt(None, ()), candidate_completions())
+        except ScoringError as error:
+            logger.info("decision LLM warm-up: %s", error)
 
     async def clear(self, cell: str, policy: str, presented_key: str | None) -> int:
         admin = self.settings.admin_api_key

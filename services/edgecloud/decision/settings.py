@@ -6,6 +6,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from edgecloud.core.settings import ServerSettings
+from edgecloud.decision.icl_method import CandidateScore, IclMethod
+from edgecloud.decision.prompt import PromptText
+from edgecloud.decision.retrieval import ExampleSelection
+from edgecloud.decision.scoring import CANNOT_SCORE_RETRY_S
 
 
 class DecisionSettings(ServerSettings):
@@ -34,6 +38,28 @@ class DecisionSettings(ServerSettings):
         gt=0,
         description="HTTP timeout of one scoring call; a cold 1,500-token prefill takes ~30 s on the CPU testbed.",
     )
+    scoring_retry_s: float = Field(
+        CANNOT_SCORE_RETRY_S,
+        gt=0,
+        description="How long an LLM that offered no way to score is not asked again (decisions fall back).",
+    )
+    # How the icl policy asks the LLM (icl_method.py). Defaults: the best on the consistency grid
+    # (benchmarks/decision_consistency.py; the numbers are in docs/decision.md). icl_paper ignores them.
+    icl_examples: ExampleSelection = Field(
+        ExampleSelection.NEAREST, description="Examples shown: the k nearest to x, nearest last, or the whole pool."
+    )
+    icl_k: int = Field(1, ge=1, le=64, description="Examples shown under icl_examples=nearest.")
+    icl_calibrate: bool = Field(False, description="Subtract the content-free query's scores (contextual calibration).")
+    icl_candidate_score: CandidateScore = Field(
+        CandidateScore.SUM,
+        description="A candidate's score from its tokens' log-probabilities: sum (eq. 5), first_token or mean.",
+    )
+    icl_name_candidates: bool = Field(
+        False, description="The task description names the answers local/offload (the paper's text does)."
+    )
+    icl_quality_hint: bool = Field(
+        True, description="The task description says quality-preferred types need the cloud more often (paper)."
+    )
     epsilon: str = Field(
         "constant:0.1", description="Exploration schedule (exploration.make_schedule); section III-B's epsilon."
     )
@@ -44,3 +70,13 @@ class DecisionSettings(ServerSettings):
     cache_entries: int = Field(10_000, ge=1, description="Decision cache size; the keyword grid has 35 states.")
     experience_buffer: int = Field(10_000, ge=1, description="Experiences kept in memory while Redis is down.")
     admin_api_key: SecretStr | None = Field(None, description="Key for DELETE /v1/pool; unset disables it.")
+
+    def icl_method(self) -> IclMethod:
+        """The icl policy's method from the ``icl_*`` fields."""
+        return IclMethod(
+            selection=self.icl_examples,
+            k=self.icl_k,
+            text=PromptText(name_candidates=self.icl_name_candidates, quality_hint=self.icl_quality_hint),
+            candidate_score=self.icl_candidate_score,
+            calibrate=self.icl_calibrate,
+        )

@@ -1,13 +1,16 @@
-"""The paper's policy: in-context learning over the experience pool (section III), and its two ICL baselines.
+"""The paper's policy: in-context learning over the experience pool (section III), and its ICL baselines.
 
 ``IclPolicy`` (name ``icl``): with probability epsilon a random action (exploration, section III-B);
-otherwise the LLM scores " local" and " offload" after the meta-prompt built from the pool's examples
-(one best example per keyword combination, prioritized replay) and the argmax is taken (eqs. 5-6).
-Answers are cached by (x, pool version, model). If the LLM fails or is slower than the timeout, the
-decision falls back to the pool's example for the same keywords, else to the rule "quality-preferred
-types offload, others stay local".
+otherwise the LLM scores " local" and " offload" after the meta-prompt and the argmax is taken (eqs.
+5-6). How the meta-prompt is built and the scores compared is the policy's ``IclMethod``
+(``icl_method.py``: which examples, which description, calibration); the service's default is chosen
+on the consistency grid. Answers are cached by the exact prompt. If the LLM fails or is slower than
+the timeout, the decision falls back to the pool's example for the same keywords, else to the rule
+"quality-preferred types offload, others stay local"; while the LLM cannot score at all, that fallback
+is cached too.
 
-Baselines of section III-B: ``icl_latest`` (baseline 1) shows the most recent experiences as examples
+Variants: ``icl_paper`` is the same policy with the paper's method (the whole pool in pool order, the
+paper's description, no calibration); ``icl_latest`` (baseline 1) shows the most recent experiences
 instead of the replayed pool; ``icl_greedy`` (baseline 2) is ICL without exploration (epsilon = 0).
 """
 
@@ -22,18 +25,20 @@ from dataclasses import dataclass, replace
 from edgecloud.decision.cache import CacheKey, DecisionCache
 from edgecloud.decision.experience import Evaluation, Experience
 from edgecloud.decision.exploration import EpsilonGreedy
-from edgecloud.decision.keywords import TaskState, rule_action
+from edgecloud.decision.icl_method import PAPER_METHOD, IclMethod
+from edgecloud.decision.keywords import Action, TaskState, rule_action
+from edgecloud.decision.llm_endpoint import CannotScore
 from edgecloud.decision.policies.base import Decision, DecisionContext, DecisionSource, Policy, register
 from edgecloud.decision.pool import ExperiencePool, PoolNamespace
-from edgecloud.decision.prompt import candidate_completions, render_meta_prompt
-from edgecloud.decision.scoring import Scorer, ScoringError
+from edgecloud.decision.prompt import CONTENT_FREE, candidate_completions
+from edgecloud.decision.scoring import Scorer, ScoreResult, ScoringError, ScoringPath, argmax
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class IclSetup:
-    """What every ICL variant needs: where the pool is, who scores, how long to wait, how to explore."""
+    """What every ICL variant needs: where the pool is, who scores and how, how long to wait, how to explore."""
 
     pool: ExperiencePool
     namespace: PoolNamespace
@@ -41,7 +46,24 @@ class IclSetup:
     model: str
     exploration: EpsilonGreedy
     cache: DecisionCache[Decision]
+    calibrations: DecisionCache[ScoreResult]
+    """Scores of the content-free query, by the examples shown (one LLM call per example set)."""
     llm_timeout_s: float
+    method: IclMethod
+
+
+@dataclass(frozen=True)
+class PromptView:
+    """What the LLM reads for one x: the pool version it came from, the examples shown, the exact prompt."""
+
+    pool_version: int
+    pool_examples: tuple[Experience, ...]
+    shown: tuple[Experience, ...]
+    prompt: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.prompt.encode()).hexdigest()
 
 
 @register
@@ -50,6 +72,12 @@ class IclPolicy(Policy):
 
     def __init__(self, setup: IclSetup):
         self.setup = setup
+        self._views: dict[TaskState, PromptView] = {}
+        self._views_version: int | None = None
+
+    @property
+    def method(self) -> IclMethod:
+        return self.setup.method
 
     async def choose(self, state: TaskState, context: DecisionContext) -> Decision:
         setup = self.setup
@@ -62,43 +90,74 @@ class IclPolicy(Policy):
         """The cached answer, or the LLM's within the timeout, else the fallback.
 
         A slow LLM call is not cancelled at the timeout: it goes on in the background and fills the
-        cache, so the next decision for the same x and pool version is a cache hit. On a CPU edge the
-        first prompt of a pool version takes long to prefill; the ones after it reuse vLLM's prefix cache.
+        cache, so the next decision for the same prompt is a cache hit. When the LLM cannot score at
+        all (``CannotScore``), the fallback is cached until the scorer tries the endpoint again.
         """
-        key = await self.cache_key(state)
+        view = await self.view(state)
+        key = CacheKey(self.setup.namespace.prefix, state.key, view.digest, self.setup.model)
         hit = self.setup.cache.get(key)
         if hit is not None:  # the steady state: no task, no timer
-            return replace(hit, source=DecisionSource.CACHE)
-        pending = asyncio.ensure_future(self.setup.cache.get_or_compute(key, lambda: self._score(state)))
+            return hit if hit.source is DecisionSource.FALLBACK else replace(hit, source=DecisionSource.CACHE)
+        pending = asyncio.ensure_future(self.setup.cache.get_or_compute(key, lambda: self._score(state, view)))
         pending.add_done_callback(_retrieve_exception)
         try:
             decision, cached = await asyncio.wait_for(asyncio.shield(pending), self.setup.llm_timeout_s)
+        except CannotScore as error:
+            fallback = fallback_decision(state, view.pool_examples, view.pool_version)
+            self.setup.cache.put(key, fallback, ttl_s=error.retry_after_s)
+            return fallback
         except Exception as error:  # any failure of the LLM path falls back; a decision is always given
             if not isinstance(error, ScoringError | TimeoutError):
                 logger.warning("decision LLM path failed unexpectedly: %s", type(error).__name__)
-            version, examples = await self.examples()
-            return fallback_decision(state, examples, version)
+            return fallback_decision(state, view.pool_examples, view.pool_version)
         return replace(decision, source=DecisionSource.CACHE) if cached else decision
 
-    async def cache_key(self, state: TaskState) -> CacheKey:
-        """(x, pool version, model): what the LLM's answer at temperature 0 depends on."""
-        version = await self.setup.pool.version(self.setup.namespace)
-        return CacheKey(self.setup.namespace.prefix, state.key, version, self.setup.model)
-
     async def examples(self) -> tuple[int, Sequence[Experience]]:
-        """The pool version and the examples the meta-prompt shows."""
+        """The pool version and the examples the method selects from."""
         snapshot = await self.setup.pool.snapshot(self.setup.namespace)
         return snapshot.version, snapshot.examples
 
-    async def meta_prompt(self, state: TaskState) -> str:
-        _, examples = await self.examples()
-        return render_meta_prompt(state, examples)
+    async def view(self, state: TaskState) -> PromptView:
+        """The prompt for ``state`` now; built once per pool version and x (the pool read is one call)."""
+        version = await self.setup.pool.version(self.setup.namespace)
+        if version != self._views_version:
+            self._views, self._views_version = {}, version
+        cached = self._views.get(state)
+        if cached is None:
+            cached = self._build_view(*await self.examples(), state)
+            if cached.pool_version == version:
+                self._views[state] = cached
+        return cached
 
-    async def _score(self, state: TaskState) -> Decision:
-        version, examples = await self.examples()
-        result = await self.setup.scorer.score(render_meta_prompt(state, examples), candidate_completions())
-        scores = {action.value: score for action, score in result.scores.items()}
-        return Decision(result.action, DecisionSource.LLM, scores, version, result.path.value)
+    def _build_view(self, version: int, examples: Sequence[Experience], state: TaskState) -> PromptView:
+        shown = self.method.shown(examples, state)
+        return PromptView(version, tuple(examples), shown, self.method.prompt(state, shown))
+
+    async def _score(self, state: TaskState, view: PromptView) -> Decision:
+        candidates = candidate_completions()
+        if not self.method.calibrate:
+            result = await self.setup.scorer.score(view.prompt, candidates)
+            return self._decision(result, self.method.scores(result), view)
+        result, content_free = await asyncio.gather(
+            self.setup.scorer.score(view.prompt, candidates), self._content_free(view)
+        )
+        calibrated = result.path is not ScoringPath.CONSTRAINED  # constrained answers carry no probabilities
+        return self._decision(result, self.method.scores(result, content_free if calibrated else None), view)
+
+    async def _content_free(self, view: PromptView) -> ScoreResult:
+        """The content-free query's scores after the same examples: one LLM call per example set."""
+        prompt = self.method.prompt(None, view.shown)
+        digest = hashlib.sha256(prompt.encode()).hexdigest()
+        key = CacheKey(self.setup.namespace.prefix, CONTENT_FREE, digest, self.setup.model)
+        result, _ = await self.setup.calibrations.get_or_compute(
+            key, lambda: self.setup.scorer.score(prompt, candidate_completions())
+        )
+        return result
+
+    @staticmethod
+    def _decision(result: ScoreResult, scores: dict[Action, float], view: PromptView) -> Decision:
+        by_name = {action.value: score for action, score in scores.items()}
+        return Decision(argmax(scores), DecisionSource.LLM, by_name, view.pool_version, result.path.value)
 
 
 def _retrieve_exception(task: asyncio.Future[tuple[Decision, bool]]) -> None:
@@ -116,6 +175,16 @@ def fallback_decision(state: TaskState, examples: Sequence[Experience], version:
 
 
 @register
+class PaperIclPolicy(IclPolicy):
+    """ICL exactly as section III describes it: the paper's method, whatever the service's default is."""
+
+    name = "icl_paper"
+
+    def __init__(self, setup: IclSetup):
+        super().__init__(replace(setup, method=PAPER_METHOD))
+
+
+@register
 class GreedyIclPolicy(IclPolicy):
     """Baseline 2: in-context learning without exploration; every decision is the LLM's."""
 
@@ -127,10 +196,10 @@ class GreedyIclPolicy(IclPolicy):
 
 @register
 class LatestIclPolicy(IclPolicy):
-    """Baseline 1: the most recent experiences as examples, not the replayed pool.
+    """Baseline 1: the most recent experiences (Good and Bad) are what the method selects from, not the pool.
 
-    The examples change with every experience, not only with the pool version, so the cache key
-    is the hash of the examples shown instead of the version.
+    They change with every experience, not only with the pool version, so the prompt is built anew for
+    every decision (its digest still keys the cache).
     """
 
     name = "icl_latest"
@@ -144,7 +213,5 @@ class LatestIclPolicy(IclPolicy):
         latest = await self.setup.pool.latest(self.setup.namespace, self.latest_count)
         return version, list(reversed(latest))
 
-    async def cache_key(self, state: TaskState) -> CacheKey:
-        version, examples = await self.examples()
-        digest = hashlib.sha256("\n".join(example.to_json() for example in examples).encode()).hexdigest()
-        return CacheKey(f"{self.setup.namespace.prefix}:latest:{digest}", state.key, version, self.setup.model)
+    async def view(self, state: TaskState) -> PromptView:
+        return self._build_view(*await self.examples(), state)
