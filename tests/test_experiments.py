@@ -230,7 +230,7 @@ def test_cli_bad_arguments_get_a_message_and_an_exit_code(args, code, message):
 def test_reproduction_through_the_real_llm(vllm_testbed, tmp_path):
     """The whole command, short: ICL policies scored by the real vLLM edge, every panel written."""
     result = run_cli(
-        "reproduce", "--episodes", "2", "--dqn-episodes", "20", "--sweep-tasks", "20", "--no-start",
+        "reproduce", "--episodes", "2", "--sweep-tasks", "20", "--no-start",
         "--output-dir", str(tmp_path),
         env={"EXPERIMENTS_LLM_URL": vllm_testbed.edge_url},
     )  # fmt: skip
@@ -238,8 +238,9 @@ def test_reproduction_through_the_real_llm(vllm_testbed, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     runs = {run["label"]: run for run in results["learning"]}
     icl = [run for run in results["learning"] if run["policy"].startswith("icl")]
-    assert len(icl) == 3 and all(run["llm_calls"] > 0 for run in icl)  # the LLM decided
-    assert all(len(run["reward"]) == 2 for run in icl) and len(runs["dqn"]["reward"]) == 20
+    assert len(icl) == 4 and all(run["llm_calls"] > 0 for run in icl)  # the LLM decided
+    assert all(len(run["reward"]) == 2 for run in results["learning"])  # every policy the same episodes
+    assert {"icl_paper", "dqn", "oracle"} <= {run["policy"] for run in runs.values()}
     assert all(math.isfinite(value) for run in icl for value in run["reward"])
     assert {claim["panel"] for claim in results["claims"]} == {"a", "b", "c", "f", "d-f"}
     for name in ("fig5.png", *(f"fig5{panel}.png" for panel in "abcdef")):

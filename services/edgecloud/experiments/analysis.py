@@ -107,7 +107,7 @@ def learning_claims(series: Sequence[EpisodeSeries]) -> list[Claim]:
     worst = min(runs["always_edge"][0].final("reward"), runs["always_cloud"][0].final("reward"))
     span = oracle.final("reward") - worst
     claims = []
-    for icl in runs["icl"]:
+    for icl in [*runs["icl"], *runs.get("icl_paper", [])]:  # the shipped method, then the paper's beside it
         claims.append(_convergence_claim(icl))
         gap = icl.final("reward") - dqn.final("reward")
         claims.append(
@@ -115,9 +115,8 @@ def learning_claims(series: Sequence[EpisodeSeries]) -> list[Claim]:
                 "a",
                 "ICL (Llama3-8B, GPT-4o) achieves performance comparable to the DRL baseline.",
                 f"final reward {icl.label} {icl.final('reward'):.2f} (regular {icl.final('reward_regular'):.2f}, "
-                f"quality-preferred {icl.final('reward_quality'):.2f}) vs DQN {dqn.final('reward'):.2f} after "
-                f"{len(dqn.reward)} episodes ({_at_episode(dqn, len(icl.reward)):.2f} after {len(icl.reward)}); "
-                f"the final pool shows {_pool_summary(icl)}; "
+                f"quality-preferred {icl.final('reward_quality'):.2f}) vs DQN {dqn.final('reward'):.2f}, "
+                f"both after {len(icl.reward)} episodes; the final pool shows {_pool_summary(icl)}; "
                 f"oracle {oracle.final('reward'):.2f}; gap {gap:+.2f} "
                 f"(comparable if within {COMPARABLE_FRACTION:.0%} of {span:.2f})",
                 "yes" if abs(gap) <= COMPARABLE_FRACTION * span or gap > 0 else "no",
@@ -177,14 +176,9 @@ def _pool_summary(series: EpisodeSeries) -> str:
     return ", ".join(parts)
 
 
-def _at_episode(series: EpisodeSeries, episodes: int) -> float:
-    """Mean reward over the FINAL_EPISODES episodes up to ``episodes``: a run's state after as many tasks."""
-    return mean(series.reward[max(episodes - FINAL_EPISODES, 0) : episodes])
-
-
 def _replay_claims(runs: dict[str, list[EpisodeSeries]], dqn: EpisodeSeries, span: float) -> list[Claim]:
     claims = []
-    for icl, latest, greedy in zip(runs["icl"], runs["icl_latest"], runs["icl_greedy"], strict=True):
+    for icl in [*runs["icl"], *runs.get("icl_paper", [])]:
         gap = icl.final("reward") - dqn.final("reward")
         claims.append(
             Claim(
@@ -194,6 +188,7 @@ def _replay_claims(runs: dict[str, list[EpisodeSeries]], dqn: EpisodeSeries, spa
                 "yes" if abs(gap) <= COMPARABLE_FRACTION * span or gap > 0 else "no",
             )
         )
+    for icl, latest, greedy in zip(runs["icl"], runs["icl_latest"], runs["icl_greedy"], strict=True):
         lower = [latest.final("reward") < icl.final("reward"), greedy.final("reward") < icl.final("reward")]
         claims.append(
             Claim(

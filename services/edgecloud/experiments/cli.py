@@ -51,12 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     reproduce = commands.add_parser("reproduce", help="run every panel of Fig. 5 and write the results")
     reproduce.add_argument("--config", type=Path, default=DEFAULT_CONFIG_FILE, help="experiment file (YAML)")
     reproduce.add_argument("--output-dir", type=Path, default=Path("docs/reproduction"), help="where results go")
-    reproduce.add_argument("--episodes", type=int, help="episodes of the ICL runs (default: the file's)")
-    reproduce.add_argument("--dqn-episodes", type=int, help="episodes of the other policies (default: the file's)")
+    reproduce.add_argument("--episodes", type=int, help="episodes of every learning run (default: the file's)")
     reproduce.add_argument("--sweep-tasks", type=int, help="tasks per sweep point (default: the file's)")
     reproduce.add_argument("--no-start", action="store_true", help="never start vLLM; fail if the LLM is not up")
     args = parser.parse_args(argv)
-    for name in ("episodes", "dqn_episodes", "sweep_tasks"):
+    for name in ("episodes", "sweep_tasks"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -65,13 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def configured(args: argparse.Namespace) -> ExperimentConfig:
     config = ExperimentConfig.load(args.config)
-    learning = config.learning.model_copy(
-        update={
-            key: value
-            for key, value in (("episodes", args.episodes), ("dqn_episodes", args.dqn_episodes))
-            if value is not None
-        }
-    )
+    learning = config.learning if args.episodes is None else config.learning.model_copy(
+        update={"episodes": args.episodes}
+    )  # fmt: skip
     sweeps = config.sweeps if args.sweep_tasks is None else config.sweeps.model_copy(
         update={"tasks_per_point": args.sweep_tasks}
     )  # fmt: skip

@@ -65,7 +65,6 @@ class DecisionConfig(Strict):
 
 class LearningConfig(Strict):
     episodes: int = Field(ge=1)
-    dqn_episodes: int = Field(ge=1)
     policies: tuple[str, ...] = Field(min_length=1)
 
 

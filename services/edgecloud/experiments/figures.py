@@ -57,7 +57,7 @@ def draw_reward_by_class(axes: Sequence[Axes], series: Sequence[EpisodeSeries]) 
     for ax, (field, title) in zip(
         axes, (("reward_regular", "regular tasks"), ("reward_quality", "quality-preferred tasks")), strict=True
     ):
-        for item in _pick(series, ("icl", "dqn", "oracle")):
+        for item in _pick(series, ("icl", "icl_paper", "dqn", "oracle")):
             _curve(ax, item, field)
         ax.set(title=f"(a) reward, {title}", xlabel="episode", ylabel="mean reward (eq. 10)")
         ax.legend(fontsize=7)
@@ -71,7 +71,7 @@ def draw_success(ax: Axes, series: Sequence[EpisodeSeries]) -> None:
 
 
 def draw_replay(ax: Axes, series: Sequence[EpisodeSeries]) -> None:
-    for item in _pick(series, ("icl", "icl_latest", "icl_greedy", "dqn", "oracle")):
+    for item in _pick(series, ("icl", "icl_paper", "icl_latest", "icl_greedy", "dqn", "oracle")):
         _curve(ax, item, "reward")
     ax.set(title="(c) replay and exploration", xlabel="episode", ylabel="mean reward (eq. 10)")
     ax.legend(fontsize=7)

@@ -57,7 +57,9 @@ class SweepPoint:
     tasks: int
 
 
-FIG5_POLICIES = frozenset({"icl", "icl_latest", "icl_greedy", "dqn", "always_edge", "always_cloud", "oracle"})
+FIG5_POLICIES = frozenset(
+    {"icl", "icl_paper", "icl_latest", "icl_greedy", "dqn", "always_edge", "always_cloud", "oracle"}
+)
 """The policies the panels and the claims compare; the learning runs need them all."""
 
 
@@ -138,7 +140,6 @@ async def learning_runs(
         targets = list(zip(llms, scorers, strict=True)) if uses_llm(policy) else [(None, scorers[0])]
         for llm, scorer in targets:
             label = policy if llm is None else f"{policy} ({llm.label})"
-            episodes = learning.episodes if llm is not None else learning.dqn_episodes
             jobs.append(
                 run_episodes(
                     experiment.decision_service(scorer, llm.model if llm else "none"),
@@ -147,7 +148,7 @@ async def learning_runs(
                     label=label,
                     policy=policy,
                     cell="fig5",
-                    episodes=episodes,
+                    episodes=learning.episodes,
                     on_episode=on_episode,
                 )
             )
