@@ -40,11 +40,12 @@ class RunningTestbed:
         return "".join(self.output)
 
 
-def start_testbed(tmp_path: Path, *flags: str) -> RunningTestbed:
-    """``python -m edgecloud.testbed`` on free ports, its output collected by a reader thread."""
+def start_testbed(tmp_path: Path, *flags: str, env: dict[str, str] | None = None) -> RunningTestbed:
+    """``python -m edgecloud.testbed`` on free ports (``env`` adds settings); a thread collects its output."""
     ports = {name: free_port() for name in ("air", "gateway", "edge", "cloud", "decision", "redis")}
     env = {
         **os.environ,
+        **(env or {}),
         "TESTBED_AIR_PORT": str(ports["air"]),
         "TESTBED_GATEWAY_PORT": str(ports["gateway"]),
         "TESTBED_EDGE_PORT": str(ports["edge"]),

@@ -23,7 +23,11 @@ LAUNCH_SCRIPT = Path("edge-llm/cpu/launch.sh")
 PROGRESS_EVERY_S = 10.0
 # The gateway's prompt classifier is fastest with one BLAS thread on a loaded machine (docs/classifier.md).
 CLASSIFIER_BLAS_THREADS = "1"
-EDGE_DESCRIPTION = {"vllm": f"real vLLM (CPU), {EDGE_VLLM_MODEL}", "sim": "simulator, llama-3-8b-edge profile"}
+EDGE_DESCRIPTION = {
+    "vllm": f"real vLLM (CPU), {EDGE_VLLM_MODEL}; also the decision LLM",
+    "sim": "simulator, llama-3-8b-edge profile; asked to decide, cannot: decisions fall back",
+    "paper": "simulator, llama-3-8b-edge profile (the paper's edge)",
+}
 
 
 def redis_server_binary() -> str:
@@ -49,12 +53,20 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
         tcp_open(settings.redis_port),
         startup_timeout_s=settings.startup_timeout_s,
     )  # fmt: skip
-    if settings.edge == "vllm":
-        edge_model = EDGE_VLLM_MODEL
+    deciders: list[ManagedProcess] = []
+    if settings.mode == "vllm":
+        edge_model = decision_model = EDGE_VLLM_MODEL
         edge = edge_vllm_process(settings, settings.edge_port, logs / "edge-llm.log")
     else:
-        edge_model = settings.edge_sim_profile
+        edge_model = decision_model = settings.edge_sim_profile
         edge = _simulator("edge-llm (simulator)", settings.edge_sim_profile, settings.edge_port, settings)
+    decision_llm_url = f"http://127.0.0.1:{settings.edge_port}/v1"  # vllm and sim: the edge LLM decides
+    if settings.mode == "paper":
+        decision_model = settings.decision_llm_model
+        decision_llm_url = settings.decision_llm_url or f"http://127.0.0.1:{settings.decision_llm_port}/v1"
+        if settings.decision_llm_url is None:
+            log = logs / "decision-llm.log"
+            deciders.append(edge_vllm_process(settings, settings.decision_llm_port, log, "decision-llm"))
     cloud = _simulator("cloud-llm (simulator)", settings.cloud_sim_profile, settings.cloud_port, settings)
     redis_url = f"redis://127.0.0.1:{settings.redis_port}/0"
     decision = _service(
@@ -65,8 +77,8 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
         {
             "DECISION_PORT": str(settings.decision_port),
             "DECISION_REDIS_URL": redis_url,
-            "DECISION_LLM_URL": f"http://127.0.0.1:{settings.edge_port}/v1",
-            "DECISION_LLM_MODEL": edge_model,
+            "DECISION_LLM_URL": decision_llm_url,
+            "DECISION_LLM_MODEL": decision_model,
         },
     )
     gateway = _service(
@@ -92,13 +104,13 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
         settings,
         {"CHANNEL_PORT": str(settings.air_port), "CHANNEL_UPSTREAM_URL": f"http://127.0.0.1:{settings.gateway_port}"},
     )
-    return [redis, edge, cloud, decision, gateway, air]
+    return [redis, *deciders, edge, cloud, decision, gateway, air]
 
 
-def edge_vllm_process(settings: TestbedSettings, port: int, log_path: Path) -> ManagedProcess:
-    """The real vLLM CPU edge on ``port`` (``edge-llm/cpu/launch.sh``), healthy once ``/v1/models`` answers."""
+def edge_vllm_process(settings: TestbedSettings, port: int, log_path: Path, role: str = "edge-llm") -> ManagedProcess:
+    """The real vLLM CPU build on ``port`` (``edge-llm/cpu/launch.sh``), healthy once ``/v1/models`` answers."""
     return ManagedProcess(
-        "edge-llm (vLLM CPU)",
+        f"{role} (vLLM CPU)",
         ["bash", str(LAUNCH_SCRIPT), str(settings.model_dir), str(port)],
         log_path,
         http_ok(f"http://127.0.0.1:{port}/v1/models"),
@@ -145,7 +157,7 @@ def _print_urls(settings: TestbedSettings) -> None:
     rows = [
         ("air", f"http://127.0.0.1:{settings.air_port}/v1", "OpenAI base URL for users: paced by the emulated radio"),
         ("gateway", f"http://127.0.0.1:{settings.gateway_port}/v1", "the base station, without the radio"),
-        ("edge-llm", f"http://127.0.0.1:{settings.edge_port}/v1", EDGE_DESCRIPTION[settings.edge]),
+        ("edge-llm", f"http://127.0.0.1:{settings.edge_port}/v1", EDGE_DESCRIPTION[settings.mode]),
         ("cloud-llm", f"http://127.0.0.1:{settings.cloud_port}/v1", f"simulator, {settings.cloud_sim_profile}"),
         ("decision", f"http://127.0.0.1:{settings.decision_port}/v1", "ICL offloading decisions; /v1/pool, /v1/prompt"),
         ("redis", f"redis://127.0.0.1:{settings.redis_port}", "experience pool, output lengths; append-only"),
@@ -154,6 +166,9 @@ def _print_urls(settings: TestbedSettings) -> None:
         ("cell", f"http://127.0.0.1:{settings.air_port}/v1/cell", "the radio cell: throughput, fairness (and /v1/ues)"),
         ("logs", str(settings.state_dir / "logs"), ""),
     ]
+    if settings.mode == "paper":
+        decider = settings.decision_llm_url or f"http://127.0.0.1:{settings.decision_llm_port}/v1"
+        rows.insert(5, ("decide-llm", decider, f"{settings.decision_llm_model}: the decision LLM"))
     for name, url, note in rows:
         print(f"[testbed]   {name:<10} {url:<40} {note}", flush=True)
 
@@ -213,12 +228,20 @@ def run(settings: TestbedSettings) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sim", action="store_true", help="simulator at the edge too (no vLLM; starts in seconds)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--sim", action="store_true", help="simulator at the edge too (no vLLM; starts in seconds)")
+    modes.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's profiles serve (simulated Llama-3-8B edge, GPT-4o cloud); the real vLLM decides",
+    )
     parser.add_argument("--once", action="store_true", help="stop after the demo prompt")
     args = parser.parse_args()
     settings = TestbedSettings()
     if args.sim:
-        settings.edge = "sim"
+        settings.mode = "sim"
+    if args.paper:
+        settings.mode = "paper"
     if args.once:
         settings.once = True
     sys.exit(run(settings))

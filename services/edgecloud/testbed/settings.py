@@ -12,8 +12,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class TestbedSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TESTBED_", extra="ignore")
 
-    edge: Literal["vllm", "sim"] = Field(
-        "vllm", description="Edge backend: the real vLLM CPU build with SmolLM2, or the Llama-3-8B simulator."
+    mode: Literal["vllm", "sim", "paper"] = Field(
+        "vllm",
+        description=(
+            "vllm: the real vLLM CPU build (SmolLM2) serves at the edge and decides; sim: the Llama-3-8B simulator "
+            "serves and is asked to decide (it cannot score: decisions fall back; no vLLM, starts in seconds); "
+            "paper: the paper's profiles serve (Llama-3-8B edge, GPT-4o cloud, simulated) and the real vLLM decides "
+            "(docs/live-loop.md: the testbed in which the edge can win)."
+        ),
     )
     air_port: int = Field(
         8080, description="Channel emulator port: the users' OpenAI base URL, paced by the emulated radio."
@@ -22,6 +28,15 @@ class TestbedSettings(BaseSettings):
     edge_port: int = Field(8001, description="Edge LLM port.")
     cloud_port: int = Field(8002, description="Cloud simulator port.")
     decision_port: int = Field(8003, description="Decision service port (in-context learning over the Redis pool).")
+    decision_llm_port: int = Field(8004, description="The deciding vLLM's port in paper mode (it serves nobody else).")
+    decision_llm_url: str | None = Field(
+        None,
+        description="Paper mode: decide with this running OpenAI-compatible LLM (base URL with /v1) instead of "
+        "starting a vLLM; e.g. a GPU vLLM, or one already up.",
+    )
+    decision_llm_model: str = Field(
+        "smollm2-135m-instruct", description="The decision LLM's model name in paper mode (the vLLM CPU build's)."
+    )
     redis_port: int = Field(6379, description="Redis port; Redis's own default.")
     state_dir: Path = Field(Path(".testbed"), description="Logs and Redis data of this testbed run.")
     vllm_python: Path = Field(Path(".venv-vllm/bin/python"), description="Python of the vLLM venv (scripts/bootstrap).")
