@@ -52,7 +52,12 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
     pool = pool or ResilientExperiencePool(RedisExperiencePool(client), buffer_size=settings.experience_buffer)
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     scorer = scorer or make_scorer(
-        settings.scoring, settings.llm_url, settings.llm_model, api_key, settings.llm_request_timeout_s
+        settings.scoring,
+        settings.llm_url,
+        settings.llm_model,
+        api_key,
+        settings.llm_request_timeout_s,
+        retry_after_s=settings.scoring_retry_s,
     )
     metrics = DecisionMetrics()
     service = DecisionService(settings, pool, scorer, metrics)

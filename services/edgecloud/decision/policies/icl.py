@@ -17,6 +17,7 @@ instead of the replayed pool; ``icl_greedy`` (baseline 2) is ICL without explora
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -61,7 +62,7 @@ class PromptView:
     shown: tuple[Experience, ...]
     prompt: str
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         return hashlib.sha256(self.prompt.encode()).hexdigest()
 
@@ -74,6 +75,7 @@ class IclPolicy(Policy):
         self.setup = setup
         self._views: dict[TaskState, PromptView] = {}
         self._views_version: int | None = None
+        self._pool_examples: tuple[Experience, ...] | None = None
 
     @property
     def method(self) -> IclMethod:
@@ -118,15 +120,22 @@ class IclPolicy(Policy):
         return snapshot.version, snapshot.examples
 
     async def view(self, state: TaskState) -> PromptView:
-        """The prompt for ``state`` now; built once per pool version and x (the pool read is one call)."""
+        """The prompt for ``state`` now; the pool is read once per version and the prompt built once per x.
+
+        The steady state costs one read of the pool version (a Redis GET).
+        """
         version = await self.setup.pool.version(self.setup.namespace)
         if version != self._views_version:
-            self._views, self._views_version = {}, version
+            self._views, self._views_version, self._pool_examples = {}, version, None
         cached = self._views.get(state)
-        if cached is None:
-            cached = self._build_view(*await self.examples(), state)
-            if cached.pool_version == version:
-                self._views[state] = cached
+        if cached is not None:
+            return cached
+        if self._pool_examples is None:
+            read_version, examples = await self.examples()
+            if read_version != version:  # the pool moved between the two reads: build, keep nothing
+                return self._build_view(read_version, examples, state)
+            self._pool_examples = tuple(examples)
+        cached = self._views[state] = self._build_view(version, self._pool_examples, state)
         return cached
 
     def _build_view(self, version: int, examples: Sequence[Experience], state: TaskState) -> PromptView:
