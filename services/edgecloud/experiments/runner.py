@@ -1,9 +1,10 @@
 """Episodes in virtual time through the decision service's own core (``DecisionService``).
 
-Each episode: the K users' tasks arrive; each is decided in arrival order by ``DecisionService.decide``
-(the oracle also gets the true outcomes); the system serves them (generation, then the PF cell); each
-served task's measured t_tran and t_gen go back through ``DecisionService.record``, which computes the
-reward of eq. 10 and applies the replay rules, as live experiences do. Outcomes become known only
+Each episode: the K users' tasks arrive; all are decided by ``DecisionService.decide`` at once (the
+oracle also gets the true outcomes; exploration draws in arrival order); the system serves them
+(generation, then the PF cell); each served task's measured t_tran and t_gen go back through
+``DecisionService.record``, which computes the reward of eq. 10 and applies the replay rules, as live
+experiences do. Outcomes become known only
 after the episode's last decision (answers take longer than the arrival window), so the pool changes
 between episodes, not within one; the next episode starts when the last answer has been delivered.
 
@@ -14,6 +15,7 @@ milliseconds. The ICL policies therefore wait for the LLM rather than fall back 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,16 +60,28 @@ async def run_episodes(
     run = PolicyRun(label, policy)
     start_s = 0.0
     for index in range(episodes):
-        decided = []
-        for task in tasks.episode(index, start_s):
-            outcomes = system.outcomes(task)
-            context = DecisionContext(outcome_of=functools.partial(system.oracle_view, outcomes))
-            request = DecisionRequest(
+        tasks_now = tasks.episode(index, start_s)
+        outcomes = [system.outcomes(task) for task in tasks_now]
+        requests = [
+            DecisionRequest(
                 service_type=task.service_type, estimated_tokens=task.output_tokens, cell=cell, policy=policy
             )
-            response = await service.decide(request, context)
-            run.llm_calls += response.source == "llm"
-            decided.append((outcomes, response.decision, response.source.value))
+            for task in tasks_now
+        ]
+        # Decided concurrently (the pool changes only between episodes): the LLM sees an episode's prompts
+        # at once and batches them. Each decision draws its exploration before its first wait, so the
+        # draws follow arrival order exactly as one by one.
+        responses = await asyncio.gather(
+            *(
+                service.decide(request, DecisionContext(outcome_of=functools.partial(system.oracle_view, outcome)))
+                for request, outcome in zip(requests, outcomes, strict=True)
+            )
+        )
+        run.llm_calls += sum(response.source == "llm" for response in responses)
+        decided = [
+            (outcome, response.decision, response.source.value)
+            for outcome, response in zip(outcomes, responses, strict=True)
+        ]
         served = system.serve(decided)
         for item in served:
             await service.record(
