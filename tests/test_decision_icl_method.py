@@ -19,7 +19,7 @@ from edgecloud.decision.pool import InMemoryExperiencePool, PoolNamespace
 from edgecloud.decision.prompt import CONTENT_FREE, PAPER_TEXT, PromptText, render_meta_prompt
 from edgecloud.decision.protocol import DecisionRequest
 from edgecloud.decision.retrieval import ExampleSelection, keyword_distance, select_examples
-from edgecloud.decision.scoring import ScoreResult, ScoringPath
+from edgecloud.decision.scoring import ScoreResult, ScoringError, ScoringPath
 from edgecloud.decision.service import DecisionService
 from edgecloud.decision.settings import DecisionSettings
 
@@ -209,3 +209,31 @@ async def test_while_the_llm_cannot_score_the_fallback_is_cached_for_its_prompt(
     await offer(decisions, "icl", example(CHAT_SHORT, Action.LOCAL, reward=50.0))
     changed = await decisions.decide(decide(CHAT_SHORT))
     assert (changed.decision, changed.source.value) == (Action.LOCAL, "fallback")  # a new example set
+
+
+class FlakyScorer(RuleScorer):
+    """Down for the first ``down`` calls (an LLM still starting), then a copier."""
+
+    def __init__(self, down: int) -> None:
+        super().__init__()
+        self.down = down
+
+    async def score(self, prompt, candidates):
+        if len(self.prompts) < self.down:
+            self.prompts.append(prompt)
+            raise ScoringError("connection refused")
+        return await super().score(prompt, candidates)
+
+
+async def test_warm_up_waits_for_an_llm_that_is_starting_and_stops_at_one_that_cannot_score():
+    starting = FlakyScorer(down=2)
+    await service(starting).warm_up(retry_every_s=0.01, give_up_after_s=5.0)
+    assert len(starting.prompts) == 3  # two refused, then the empty prompt was scored
+    assert starting.prompts[-1] == DecisionSettings().icl_method().prompt(None, ())
+    unable = RuleScorer()
+    unable.cannot_score = CannotScore("a simulator", retry_after_s=60.0)
+    await service(unable).warm_up(retry_every_s=0.01, give_up_after_s=5.0)
+    assert len(unable.prompts) == 1
+    never = FlakyScorer(down=10**6)
+    await service(never).warm_up(retry_every_s=0.01, give_up_after_s=0.05)
+    assert 1 <= len(never.prompts) <= 10  # gave up within its window

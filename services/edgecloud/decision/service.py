@@ -6,6 +6,7 @@ virtual-time experiments call the same methods.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -16,7 +17,7 @@ from edgecloud.decision.cache import DecisionCache
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.exploration import EpsilonGreedy, make_schedule
 from edgecloud.decision.keywords import TaskState
-from edgecloud.decision.llm_endpoint import ScoringError
+from edgecloud.decision.llm_endpoint import CannotScore, ScoringError
 from edgecloud.decision.metrics import DecisionMetrics
 from edgecloud.decision.policies.base import POLICY_REGISTRY, Decision, DecisionContext, Policy
 from edgecloud.decision.policies.icl import IclPolicy, IclSetup, LatestIclPolicy
@@ -38,6 +39,10 @@ from edgecloud.decision.settings import DecisionSettings
 
 logger = logging.getLogger(__name__)
 
+# Ours: how often and how long the start-up warm-up tries an LLM that is not up yet (vLLM compiles for
+# about 2 minutes on 2 cores when the testbed starts it beside this service).
+WARM_UP_RETRY_S = 1.0
+WARM_UP_WINDOW_S = 900.0
 # Policies that need what only an experiment knows (the true outcome of both actions).
 EXPERIMENT_ONLY = frozenset({"oracle"})
 
@@ -181,17 +186,28 @@ class DecisionService:
             token_bin=state.token_bin,
         )
 
-    async def warm_up(self) -> None:
+    async def warm_up(self, retry_every_s: float = WARM_UP_RETRY_S, give_up_after_s: float = WARM_UP_WINDOW_S) -> None:
         """Score the shipped method's empty prompt once, at start-up, so the first request does not wait.
 
         It fills the LLM's prefix cache with the task description (every prompt starts with it) and lets
-        an endpoint that cannot score be found out before any request asks. Failures are only logged.
+        an endpoint that cannot score be found out before any request asks. An LLM that is not up yet (the
+        testbed starts vLLM beside this service; it compiles for minutes) is tried again every
+        ``retry_every_s`` for ``give_up_after_s``. Failures are only logged.
         """
-        method = self.settings.icl_method()
-        try:
-            await self.scorer.score(method.prompt(None, ()), candidate_completions())
-        except ScoringError as error:
-            logger.info("decision LLM warm-up: %s", error)
+        method, deadline = self.settings.icl_method(), time.monotonic() + give_up_after_s
+        while True:
+            try:
+                await self.scorer.score(method.prompt(None, ()), candidate_completions())
+                logger.info("decision LLM warmed up")
+                return
+            except CannotScore as error:
+                logger.info("decision LLM cannot score: %s", error)
+                return
+            except ScoringError as error:
+                if time.monotonic() + retry_every_s > deadline:
+                    logger.info("decision LLM warm-up gave up: %s", error)
+                    return
+            await asyncio.sleep(retry_every_s)
 
     async def clear(self, cell: str, policy: str, presented_key: str | None) -> int:
         admin = self.settings.admin_api_key
