@@ -119,9 +119,10 @@ def test_mixed_live_traffic_teaches_the_pool_the_trade_off(paper_testbed):
         rewards.setdefault((experience.state, experience.action), []).append(experience.reward)
     states = {item["state"] for item in served}
     seen = Counter((item["state"].key, item["source"], item["action"].value) for item in served)
-    best = {}
+    best, mean_rewards = {}, {}
     for state in states:
-        means = {action: statistics.fmean(rewards[state, action]) for action in Action if (state, action) in rewards}
+        measured = [action for action in Action if (state, action) in rewards]
+        means = mean_rewards[state.key] = {action: statistics.fmean(rewards[state, action]) for action in measured}
         assert set(means) == set(Action), f"{state.key}: both actions must be measured, got {means}; served {seen}"
         best[state] = max(means, key=means.__getitem__)
     # The mode faces the paper's trade-off: the edge wins regular tasks, the cloud's quality the others.
@@ -133,7 +134,7 @@ def test_mixed_live_traffic_teaches_the_pool_the_trade_off(paper_testbed):
     last = decided[-LAST:]
     agree = sum(item["action"] is best[item["state"]] for item in last) / len(last)
     sources = {source: sum(item["source"] == source for item in last) for source in {i["source"] for i in last}}
-    print(f"\n[learning] {agree:.0%} of the last {len(last)} LLM decisions are the best ({sources}); means {means}")
+    print(f"\n[learning] {agree:.0%} of the last {len(last)} LLM decisions are the best ({sources}); {mean_rewards}")
     assert agree >= REQUIRED_AGREEMENT, f"{agree:.0%} of the last {len(last)} decisions are the best ({sources})"
     pool = httpx.get(f"{paper_testbed.decision_url}/v1/pool").json()["examples"]
     kept = {TaskState(ServiceType(e["service_type"]), e["token_bin"]): Action(e["decision"]) for e in pool}
