@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,18 +91,27 @@ def wait_for_output(testbed: RunningTestbed, needle: str, timeout_s: float) -> N
         time.sleep(0.5)
 
 
+@contextlib.contextmanager
+def running_testbed(
+    tmp_path: Path, *flags: str, env: dict[str, str] | None = None, timeout_s: float = TESTBED_START_TIMEOUT_S
+) -> Iterator[RunningTestbed]:
+    """A testbed up until its ready line, then Ctrl-C when the block ends."""
+    testbed = start_testbed(tmp_path, *flags, env=env)
+    try:
+        wait_for_output(testbed, READY_LINE, timeout_s)
+        yield testbed
+    finally:
+        testbed.process.send_signal(signal.SIGINT)
+        testbed.process.wait(timeout=60)
+
+
 @pytest.fixture(scope="session")
 def vllm_testbed(tmp_path_factory: pytest.TempPathFactory):
     """The README's first command with real vLLM at the edge, up for the whole session, then Ctrl-C."""
     if not VLLM_PYTHON.exists() or not (MODEL_DIR / ".prepared").exists():
         pytest.fail("vLLM venv or model missing: run scripts/bootstrap (scripts/test does it for you)")
-    testbed = start_testbed(tmp_path_factory.mktemp("testbed"))
-    try:
-        wait_for_output(testbed, READY_LINE, TESTBED_START_TIMEOUT_S)
+    with running_testbed(tmp_path_factory.mktemp("testbed")) as testbed:
         yield testbed
-    finally:
-        testbed.process.send_signal(signal.SIGINT)
-        testbed.process.wait(timeout=60)
     assert testbed.process.returncode == 0, testbed.text()
     assert "[testbed] stopped" in testbed.text()
     for url in (testbed.air_url, testbed.gateway_url, testbed.edge_url, testbed.cloud_url):

