@@ -17,7 +17,7 @@ from edgecloud.decision.keywords import Action, ServiceType, TaskState, keyword_
 from edgecloud.decision.llm_endpoint import CannotScore
 from edgecloud.decision.pool import InMemoryExperiencePool, PoolNamespace
 from edgecloud.decision.prompt import CONTENT_FREE, PAPER_TEXT, PromptText, render_meta_prompt
-from edgecloud.decision.protocol import DecisionRequest
+from edgecloud.decision.protocol import DecisionRequest, WarmUp
 from edgecloud.decision.retrieval import ExampleSelection, keyword_distance, select_examples
 from edgecloud.decision.scoring import ScoreResult, ScoringError, ScoringPath
 from edgecloud.decision.service import DecisionService
@@ -227,13 +227,20 @@ class FlakyScorer(RuleScorer):
 
 async def test_warm_up_waits_for_an_llm_that_is_starting_and_stops_at_one_that_cannot_score():
     starting = FlakyScorer(down=2)
-    await service(starting).warm_up(retry_every_s=0.01, give_up_after_s=5.0)
+    warming = service(starting)
+    assert warming.warm_up_state == WarmUp.WARMING
+    await warming.warm_up(retry_every_s=0.01, give_up_after_s=5.0)
     assert len(starting.prompts) == 3  # two refused, then the empty prompt was scored
     assert starting.prompts[-1] == DecisionSettings().icl_method().prompt(None, ())
+    assert warming.warm_up_state == WarmUp.READY
     unable = RuleScorer()
     unable.cannot_score = CannotScore("a simulator", retry_after_s=60.0)
-    await service(unable).warm_up(retry_every_s=0.01, give_up_after_s=5.0)
+    cannot = service(unable)
+    await cannot.warm_up(retry_every_s=0.01, give_up_after_s=5.0)
     assert len(unable.prompts) == 1
+    assert cannot.warm_up_state == WarmUp.CANNOT_SCORE
     never = FlakyScorer(down=10**6)
-    await service(never).warm_up(retry_every_s=0.01, give_up_after_s=0.05)
+    gave_up = service(never)
+    await gave_up.warm_up(retry_every_s=0.01, give_up_after_s=0.05)
     assert 1 <= len(never.prompts) <= 10  # gave up within its window
+    assert gave_up.warm_up_state == WarmUp.GAVE_UP

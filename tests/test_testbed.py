@@ -23,6 +23,7 @@ def test_sim_testbed_answers_a_prompt_and_stops(tmp_path):
     # The edge profile's TTFT is 0.23 s: what the client measured through the gateway includes it.
     ttft_ms = float(measured.split("TTFT=")[1].split()[0])
     assert ttft_ms >= 230
+    assert "decision LLM cannot score" in (tmp_path / "logs" / "decision.log").read_text()  # its warm-up ended
     assert (tmp_path / "redis" / "appendonlydir").exists() or (tmp_path / "redis" / "appendonly.aof").exists()
     for url in (testbed.air_url, testbed.gateway_url):
         assert not tcp_open(int(url.rsplit(":", 1)[1].split("/")[0]))()

@@ -34,6 +34,8 @@ def test_testbed_answers_the_demo_prompt_from_real_vllm(vllm_testbed):
     assert "decision=llm" in measured, measured
     assert f"route=edge model={EDGE_MODEL}" in measured or "route=cloud model=gpt-4o-cloud" in measured
     assert "TTFT=" in measured and "TPOT=" in measured
+    # The testbed waited for the decision LLM's warm-up before its first request.
+    assert httpx.get(f"{vllm_testbed.decision_url}/health").json()["llm_warm_up"] == "ready"
 
 
 def test_chat_non_streaming(client):

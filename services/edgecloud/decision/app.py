@@ -103,7 +103,8 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
-        return {"status": "ok", "policies": request.app.state.service.policy_names()}
+        service = request.app.state.service
+        return {"status": "ok", "policies": service.policy_names(), "llm_warm_up": service.warm_up_state}
 
     @app.get("/metrics")
     async def metrics_endpoint(request: Request) -> Response:

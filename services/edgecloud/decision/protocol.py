@@ -6,6 +6,8 @@ Unknown fields are refused (a typo must not pass silently), and delays must be f
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgecloud.decision.experience import Evaluation, Experience
@@ -16,6 +18,15 @@ from edgecloud.decision.replay import ReplayOutcome
 CELL_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 POLICY_PATTERN = r"^[a-z0-9_]{1,32}$"
 MAX_TOKENS = 1_000_000
+
+
+class WarmUp(StrEnum):
+    """Where the start-up warm-up of the decision LLM stands (``GET /health``, ``llm_warm_up``)."""
+
+    WARMING = "warming"  # not finished: decisions meanwhile may fall back to the rule
+    READY = "ready"  # the LLM scored the task description once
+    CANNOT_SCORE = "cannot_score"  # the endpoint answers but cannot score: decisions use the fallback
+    GAVE_UP = "gave_up"  # the LLM never answered within the warm-up window
 
 
 class DecisionModel(BaseModel):

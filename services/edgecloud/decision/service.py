@@ -32,6 +32,7 @@ from edgecloud.decision.protocol import (
     PoolResponse,
     PromptResponse,
     TaskFields,
+    WarmUp,
 )
 from edgecloud.decision.reward import RewardParams, reward
 from edgecloud.decision.scoring import Scorer, ScoreResult
@@ -67,6 +68,7 @@ class DecisionService:
         self.cache: DecisionCache[Decision] = DecisionCache(settings.cache_entries)
         self.calibrations: DecisionCache[ScoreResult] = DecisionCache(settings.cache_entries)
         self.experiment = experiment
+        self.warm_up_state = WarmUp.WARMING
         self._policies: dict[PoolNamespace, Policy] = {}
 
     @staticmethod
@@ -192,19 +194,26 @@ class DecisionService:
         It fills the LLM's prefix cache with the task description (every prompt starts with it) and lets
         an endpoint that cannot score be found out before any request asks. An LLM that is not up yet (the
         testbed starts vLLM beside this service; it compiles for minutes) is tried again every
-        ``retry_every_s`` for ``give_up_after_s``. Failures are only logged.
+        ``retry_every_s`` for ``give_up_after_s``. Failures are only logged; ``warm_up_state`` (shown by
+        ``GET /health``) says how it ended, so a testbed can wait for it before its first request.
         """
-        method, deadline = self.settings.icl_method(), time.monotonic() + give_up_after_s
+        method, started, failed_before = self.settings.icl_method(), time.monotonic(), False
         while True:
             try:
                 await self.scorer.score(method.prompt(None, ()), candidate_completions())
-                logger.info("decision LLM warmed up")
+                self.warm_up_state = WarmUp.READY
+                logger.info("decision LLM warmed up after %.1f s", time.monotonic() - started)
                 return
             except CannotScore as error:
+                self.warm_up_state = WarmUp.CANNOT_SCORE
                 logger.info("decision LLM cannot score: %s", error)
                 return
             except ScoringError as error:
-                if time.monotonic() + retry_every_s > deadline:
+                if not failed_before:
+                    logger.info("decision LLM not answering yet (%s): retrying every %g s", error, retry_every_s)
+                    failed_before = True
+                if time.monotonic() + retry_every_s > started + give_up_after_s:
+                    self.warm_up_state = WarmUp.GAVE_UP
                     logger.info("decision LLM warm-up gave up: %s", error)
                     return
             await asyncio.sleep(retry_every_s)

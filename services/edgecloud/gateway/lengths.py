@@ -21,6 +21,11 @@ Redis is never allowed to fail a request or hold it up: each call has a short so
 failure switches to an in-process copy of the same statistic (this replica's own observations plus
 the last window read from Redis), Redis is left alone for ``retry_interval_s`` and then tried again,
 and observations made meanwhile are pushed once it answers. One warning per outage, not per request.
+
+The push of an outage's observations is exactly once: a batch carries an id that Redis remembers
+(``{key_prefix}:flushed:{id}:{service_type}``, for an hour), so a push whose reply was lost (it timed
+out after Redis applied it; a Redis that has just restarted answers slowly) and is sent again is
+skipped, rather than counting an outage's lengths twice in every replica's median.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import asyncio
 import logging
 import statistics
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +44,7 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from edgecloud.decision.keywords import ServiceType, token_bin
@@ -54,6 +61,18 @@ MIN_OBSERVATIONS = 3
 REDIS_TIMEOUT_S = 0.05
 # After a failure Redis is left alone this long, so requests do not each pay the timeout.
 RETRY_INTERVAL_S = 5.0
+# How long Redis remembers a pushed batch's id; far above any retry interval.
+FLUSH_MARKER_TTL_S = 3600
+# KEYS: the batch's marker, the service type's list. ARGV: the marker's TTL, the window, the lengths
+# oldest first. Pushes (newest ends at the head) and trims only if the marker was not set before.
+FLUSH_ONCE_SCRIPT = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  redis.call('LPUSH', KEYS[2], unpack(ARGV, 3))
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+  return 1
+end
+return 0
+"""
 # Errors that mean "Redis is not there or not answering"; anything else is a bug and is raised.
 UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
@@ -148,6 +167,8 @@ class OutputLengthEstimator:
         self._client: aioredis.Redis | None = None
         self._local: dict[ServiceType, deque[int]] = {t: deque(maxlen=window) for t in ServiceType}
         self._pending: dict[ServiceType, deque[int]] = {t: deque(maxlen=window) for t in ServiceType}
+        self._unconfirmed: _Batch | None = None  # a batch sent to Redis whose reply never came
+        self._push_once: AsyncScript | None = None  # FLUSH_ONCE_SCRIPT, registered on the client
         self._available = True
         self._failed_at = 0.0
 
@@ -167,6 +188,7 @@ class OutputLengthEstimator:
             retry=Retry(NoBackoff(), 1),
         )
         client = self._client
+        self._push_once = client.register_script(FLUSH_ONCE_SCRIPT)
         await self._through(lambda: client.ping())
 
     async def close(self) -> None:
@@ -255,24 +277,40 @@ class OutputLengthEstimator:
         return result
 
     async def _flush(self) -> None:
-        """Push the observations made while Redis was down, oldest first; on failure they wait again."""
-        client = self._client
-        waiting = {service_type: list(values) for service_type, values in self._pending.items() if values}
-        if client is None or not waiting:
+        """Push the observations made while Redis was down, oldest first; on failure they wait again.
+
+        A batch whose push failed is sent again, under the same id, before a new batch is made of what
+        was observed since: Redis skips it if the lost reply was for a push it applied.
+        """
+        client, push_once = self._client, self._push_once
+        if client is None or push_once is None:
             return
-        for held in self._pending.values():
-            held.clear()
-        try:
-            async with client.pipeline(transaction=True) as pipe:
-                for service_type, values in waiting.items():
-                    pipe.lpush(self.key(service_type), *values)  # the last pushed ends at the head: newest first
-                    pipe.ltrim(self.key(service_type), 0, self.window - 1)
-                await pipe.execute()
-        except BaseException:
-            for service_type, lost in waiting.items():  # before what arrived meanwhile; the newest are kept
-                self._pending[service_type] = deque([*lost, *self._pending[service_type]], maxlen=self.window)
-            raise
-        logger.info("pushed %d output lengths observed while Redis was down", sum(map(len, waiting.values())))
+        if self._unconfirmed is None:
+            waiting = {service_type: list(values) for service_type, values in self._pending.items() if values}
+            if not waiting:
+                return
+            for held in self._pending.values():
+                held.clear()
+            self._unconfirmed = _Batch(uuid.uuid4().hex, waiting)
+        batch = self._unconfirmed
+        async with client.pipeline(transaction=True) as pipe:
+            for service_type, values in batch.lengths.items():
+                marker = f"{self.key_prefix}:flushed:{batch.id}:{service_type.value}"
+                await push_once(keys=[marker, self.key(service_type)], args=[FLUSH_MARKER_TTL_S, self.window, *values],
+                                client=pipe)  # fmt: skip
+            await pipe.execute()
+        self._unconfirmed = None
+        logger.info("pushed %d output lengths observed while Redis was down", sum(map(len, batch.lengths.values())))
+        if any(self._pending.values()):
+            await self._flush()
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Output lengths observed while Redis was down, per service type, oldest first, under one id."""
+
+    id: str
+    lengths: dict[ServiceType, list[int]]
 
 
 def _tokens(raw: Sequence[bytes | str]) -> list[int]:

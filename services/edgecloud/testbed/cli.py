@@ -8,11 +8,14 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 
+from edgecloud.decision.protocol import WarmUp
 from edgecloud.testbed.demo import ask
 from edgecloud.testbed.processes import ManagedProcess, ProcessFailed, http_ok, tcp_open
 from edgecloud.testbed.settings import TestbedSettings
@@ -80,6 +83,8 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
             "DECISION_LLM_URL": decision_llm_url,
             "DECISION_LLM_MODEL": decision_model,
         },
+        # Healthy once its LLM warm-up has ended, so the first request is decided by the LLM, not the rule.
+        ready=lambda health: health.get("llm_warm_up") != WarmUp.WARMING,
     )
     gateway = _service(
         "gateway",
@@ -124,13 +129,21 @@ def _simulator(name: str, profile: str, port: int, settings: TestbedSettings) ->
     return _service(name, "edgecloud.llmsim", port, settings, env)
 
 
-def _service(name: str, module: str, port: int, settings: TestbedSettings, env: dict[str, str]) -> ManagedProcess:
-    """``python -m module`` with ``env`` (which sets it on ``port``), healthy once ``/health`` answers there."""
+def _service(
+    name: str,
+    module: str,
+    port: int,
+    settings: TestbedSettings,
+    env: dict[str, str],
+    ready: Callable[[Any], bool] | None = None,
+) -> ManagedProcess:
+    """``python -m module`` with ``env`` (which sets it on ``port``), healthy once ``/health`` answers there
+    (and ``ready`` holds for its body)."""
     return ManagedProcess(
         name,
         [sys.executable, "-m", module],
         settings.state_dir / "logs" / f"{name.split()[0]}.log",
-        http_ok(f"http://127.0.0.1:{port}/health"),
+        http_ok(f"http://127.0.0.1:{port}/health", ready),
         env=env,
         startup_timeout_s=settings.startup_timeout_s,
     )

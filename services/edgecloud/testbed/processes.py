@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -31,11 +32,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def http_ok(url: str) -> HealthCheck:
+def http_ok(url: str, ready: Callable[[Any], bool] | None = None) -> HealthCheck:
+    """200 from ``url``, and, when ``ready`` is given, ``ready(JSON body)`` true."""
+
     def check() -> bool:
         try:
-            return httpx.get(url, timeout=2.0).status_code == 200
-        except httpx.HTTPError:
+            response = httpx.get(url, timeout=2.0)
+            return response.status_code == 200 and (ready is None or ready(response.json()))
+        except (httpx.HTTPError, ValueError):
             return False
 
     return check
