@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from conftest import start_gateway, start_simulator
+from edgecloud.testbed.processes import free_port
 
 MESSAGES = [{"role": "user", "content": "Translate 'good morning' into French."}]
 
@@ -200,8 +201,6 @@ def failing_gateway(tmp_path_factory):
     """Edge: nothing listens (down). Cloud: accepts but never answers (hung). Read timeout 1 s."""
     logs = tmp_path_factory.mktemp("failing")
     silent = SilentServer()
-    from edgecloud.testbed.processes import free_port
-
     gateway, url = start_gateway(
         logs,
         edge_url=f"http://127.0.0.1:{free_port()}/v1",
@@ -216,14 +215,56 @@ def failing_gateway(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("route", "status"), [("edge", 503), ("cloud", 504)])
-@pytest.mark.parametrize("stream", [False, True])
-def test_backend_down_or_hung_fails_fast(failing_gateway, route, status, stream):
-    body = {"model": "edgecloud-auto", "messages": MESSAGES, "max_tokens": 5, "stream": stream}
+def test_backend_down_or_hung_fails_fast_then_pinned_requests_are_refused_at_once(failing_gateway, route, status):
+    body = {"model": "edgecloud-auto", "messages": MESSAGES, "max_tokens": 5}
     started = time.perf_counter()
     response = httpx.post(f"{failing_gateway}/v1/chat/completions", json=body, headers={"x-route": route}, timeout=10)
     assert time.perf_counter() - started < 3.0
     assert response.status_code == status
     assert route in _error(response)["message"]
+    # The failure marked the backend down; a request pinned to it is not sent elsewhere, nor made to wait.
+    started = time.perf_counter()
+    pinned = httpx.post(
+        f"{failing_gateway}/v1/chat/completions", json={**body, "stream": True}, headers={"x-route": route}, timeout=10
+    )
+    assert time.perf_counter() - started < 0.5
+    assert pinned.status_code == 503 and _error(pinned)["code"] == "backend_down"
+    assert route in _error(pinned)["message"] and int(pinned.headers["retry-after"]) >= 1
+
+
+def test_a_hung_edge_costs_the_first_token_timeout_once_then_nothing(tmp_path):
+    """Edge accepts and never answers; auto requests pay the 1 s first-token timeout once, then go to the cloud."""
+    silent = SilentServer()
+    cloud, cloud_url = start_simulator(tmp_path, "zero")
+    gateway, url = start_gateway(
+        tmp_path,
+        edge_url=f"http://127.0.0.1:{silent.port}/v1",
+        cloud_url=cloud_url,
+        cloud_model="zero",
+        default_route="edge",
+        first_token_timeout_s="1.0",
+        backend_down_s="30",
+    )
+    try:
+        body = {"model": "edgecloud-auto", "messages": MESSAGES, "max_tokens": 5, "stream": True}
+        waits, sources = [], []
+        for _ in range(5):
+            started = time.perf_counter()
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as response:
+                assert response.status_code == 200
+                assert "data: [DONE]" in response.read().decode()
+                waits.append(time.perf_counter() - started)
+                sources.append((response.headers["x-route"], response.headers.get("x-retried-from"),
+                                response.headers["x-decision-source"]))  # fmt: skip
+        assert 1.0 <= waits[0] < 2.0, waits  # the first-token timeout, then the cloud
+        assert sources[0] == ("cloud", "edge", "default_route")
+        assert max(waits[1:]) < 0.5, waits  # the edge is marked down: nothing paid
+        assert set(sources[1:]) == {("cloud", None, "backend_down")}
+        assert 'edgecloud_gateway_backend_down{route="edge"} 1.0' in httpx.get(f"{url}/metrics").text
+    finally:
+        gateway.stop()
+        cloud.stop()
+        silent.close()
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +330,29 @@ def test_client_that_leaves_mid_stream_frees_the_backend(sim_stack):
         pytest.fail("the backend still runs the abandoned request")
     gateway = httpx.get(f"{sim_stack.gateway_url}/metrics").text
     assert 'outcome="client_disconnect",route="cloud"' in gateway
+
+
+def test_a_named_model_is_never_replaced_and_a_client_error_is_not_retried(tmp_path):
+    """Cloud down: a request naming the cloud's model fails and says so (before: the edge answered it)."""
+    edge, edge_url = start_simulator(tmp_path, "zero")
+    gateway, url = start_gateway(
+        tmp_path, edge_url=edge_url, edge_model="zero", cloud_url=f"http://127.0.0.1:{free_port()}/v1",
+        cloud_model="gpt-4o-cloud",
+    )  # fmt: skip
+    try:
+        named = httpx.post(f"{url}/v1/chat/completions", json={"model": "gpt-4o-cloud", "messages": MESSAGES})
+        assert named.status_code == 503, named.text
+        assert "cloud backend" in _error(named)["message"]
+        assert "x-backend-model" not in named.headers
+        # Negative token ids, and an integer sent as a string: 400 at the gateway, nothing sent on.
+        for body in (
+            {"model": "zero", "prompt": [-1, 5]},
+            {"model": "zero", "messages": MESSAGES, "max_tokens": "8"},
+        ):
+            path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+            refused = httpx.post(f"{url}{path}", json=body)
+            assert refused.status_code == 400, refused.text
+        assert "edgecloud_gateway_retries_total{" not in httpx.get(f"{url}/metrics").text
+    finally:
+        gateway.stop()
+        edge.stop()

@@ -27,11 +27,14 @@ class ServiceError(Exception):
     status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
     error_type: str = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.headers = headers  # extra response headers (retry-after)
 
     def to_response(self) -> ErrorResponse:
         return error_body(self.message, self.error_type, param=self.param, code=self.code)
@@ -141,7 +144,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.to_response())
+        return error_response(exc.status, exc.to_response(), headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -44,11 +44,22 @@ class ErrorResponse(OpenAIBaseModel):
 # --- requests ----------------------------------------------------------------------------------
 
 
-class StreamOptions(OpenAIBaseModel):
+# Largest token id a prompt may hold: vLLM keeps token ids as int32.
+MAX_TOKEN_ID = 2**31 - 1
+TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]
+
+
+class RequestModel(OpenAIBaseModel):
+    """Base of request bodies: unknown fields are kept, known ones have strict types (``"8"`` is no integer)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class StreamOptions(RequestModel):
     include_usage: bool = False
 
 
-class ChatMessage(OpenAIBaseModel):
+class ChatMessage(RequestModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
@@ -62,7 +73,7 @@ class ChatMessage(OpenAIBaseModel):
         return "".join(str(part.get("text", "")) for part in self.content if isinstance(part, dict))
 
 
-class _GenerationRequest(OpenAIBaseModel):
+class _GenerationRequest(RequestModel):
     """Fields common to chat and text completions, with the limits the OpenAI API documents."""
 
     model: str = Field(min_length=1)
@@ -111,7 +122,7 @@ class ChatCompletionRequest(_GenerationRequest):
 
 
 class CompletionRequest(_GenerationRequest):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=20)
 

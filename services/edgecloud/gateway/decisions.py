@@ -4,8 +4,8 @@
 ``/v1/decisions`` (paper eqs. 5-8) and maps its ``local``/``offload`` to a route. When the service
 does not answer within ``decision_timeout_s`` (or is not configured), the gateway applies the same
 last-resort rule the decision service uses (``rule_action``) and says so (source ``gateway_fallback``).
-``BackendHealth`` remembers a backend that just failed to connect, so that new requests are routed
-around it for a while instead of each paying a failed attempt.
+``BackendHealth`` remembers a backend that just failed (no connection, or no first token in time), so
+that new requests are routed around it for a while instead of each paying a failed attempt.
 """
 
 from __future__ import annotations
@@ -93,10 +93,18 @@ class DecisionClient:
 
 
 class BackendHealth:
-    """Backends that failed to connect recently, and until when to route around them."""
+    """A circuit breaker per backend: down after a failure, then one probe at a time until one succeeds.
 
-    def __init__(self, down_for_s: float):
+    A backend that failed (refused the connection, or sent no token within the first-token timeout) is
+    down for ``down_for_s``: auto requests go to the other side, pinned ones are refused at once. When
+    that time is up, the next request that asks is let through as the probe and everyone else still
+    routes around it for ``probe_s`` (the probe's longest wait); the probe's success closes the breaker,
+    its failure opens it again.
+    """
+
+    def __init__(self, down_for_s: float, probe_s: float = 0.0):
         self.down_for_s = down_for_s
+        self.probe_s = probe_s
         self._down_until: dict[Route, float] = {}
 
     def failed(self, route: Route) -> None:
@@ -106,4 +114,16 @@ class BackendHealth:
         self._down_until.pop(route, None)
 
     def is_down(self, route: Route) -> bool:
-        return self._down_until.get(route, 0.0) > time.monotonic()
+        """True while ``route`` is to be avoided; False admits the caller, as the probe if it was down."""
+        until = self._down_until.get(route)
+        if until is None:
+            return False
+        now = time.monotonic()
+        if until > now:
+            return True
+        self._down_until[route] = now + self.probe_s  # this caller probes; the others wait for its answer
+        return False
+
+    def retry_after_s(self, route: Route) -> float:
+        """Seconds until ``route`` may be tried again (0 when it is not down)."""
+        return max(0.0, self._down_until.get(route, 0.0) - time.monotonic())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import uuid
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from edgecloud.core.errors import (
     BadRequestError,
     RelayedError,
     ServiceError,
+    UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
@@ -135,7 +137,7 @@ class GatewayService:
             settings.lengths_redis_url, {service_type: OUTPUT_TOKENS_PRIOR for service_type in ServiceType}
         )
         self.decisions = DecisionClient(settings)
-        self.health = BackendHealth(settings.backend_down_s)
+        self.health = BackendHealth(settings.backend_down_s, probe_s=settings.first_token_timeout_s)
         self.experiences = ExperienceWriter(settings, metrics)
         self._background: set[asyncio.Task[None]] = set()
 
@@ -240,14 +242,25 @@ class GatewayService:
         """Serve one request; ``arrived`` is when it reached the gateway (``time.perf_counter``)."""
         hints = hints or RequestHints()
         timing = RequestTiming() if arrived is None else RequestTiming(arrived=arrived)
+        if not any(_fits(request, backend) for backend in self.routes.backends.values()):
+            _check_output_limit(request, max(self.routes.backends.values(), key=lambda b: b.max_model_len))
         plan = await self._plan(request, hints)
         backend = self.routes.backends[plan.decision.route]
         _check_output_limit(request, backend)
+        pinned = plan.decision.source == CLIENT_CHOICE
+        if pinned and self.health.is_down(backend.route):
+            retry_after = max(1, math.ceil(self.health.retry_after_s(backend.route)))
+            raise UpstreamUnavailableError(
+                f"The {backend.route} backend ({backend.model}) failed recently; the gateway does not replace a "
+                f"model the request names. Retry in {retry_after} s.",
+                code="backend_down",
+                headers={"retry-after": str(retry_after)},
+            )
         try:
             return await self._serve(endpoint, request, plan, backend, timing)
         except PreTokenFailure as failure:
             other = self.routes.backends[_other(backend.route)]
-            if not self.settings.retry_other_side or not _fits(request, other):
+            if pinned or not self.settings.retry_other_side or not _fits(request, other):
                 return failure.give_up()
             self.metrics.retries.labels(backend.route.value, other.route.value).inc()
             plan.retried_from = backend.route
@@ -268,17 +281,23 @@ class GatewayService:
         """One attempt on ``backend``: a failure before the first token raises ``PreTokenFailure``."""
         self.metrics.in_flight.labels(backend.route.value).inc()
         timing.mark_upstream_sent()
+        first_token_by = asyncio.get_running_loop().time() + self.settings.first_token_timeout_s
         try:
-            response = await self.upstream.post(
-                backend,
-                endpoint.value,
-                request.to_upstream_payload(backend.model),
-                plan.request_id,
-                plan.service_type.value,
-            )
+            async with asyncio.timeout_at(first_token_by if request.stream else None):
+                response = await self.upstream.post(
+                    backend,
+                    endpoint.value,
+                    request.to_upstream_payload(backend.model),
+                    plan.request_id,
+                    plan.service_type.value,
+                )
+        except TimeoutError:
+            self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_ERROR)
+            self._mark_down(backend.route)
+            raise PreTokenFailure(self._no_first_token(backend)) from None
         except ServiceError as error:
             self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_ERROR)
-            if isinstance(error, UpstreamUnavailableError):
+            if isinstance(error, UpstreamUnavailableError | UpstreamTimeoutError):
                 self._mark_down(backend.route)
             if isinstance(error, RelayedError) and error.status not in RETRYABLE_RELAYED_STATUSES:
                 raise
@@ -289,7 +308,9 @@ class GatewayService:
                 body = await response.read()
             except (TimeoutError, aiohttp.ClientError):
                 self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_DISCONNECT)
-                raise PreTokenFailure(UpstreamUnavailableError("The backend closed the connection.")) from None
+                raise PreTokenFailure(
+                    UpstreamUnavailableError(f"The {backend.route} backend ({backend.model}) closed the connection.")
+                ) from None
             finally:
                 response.release()
             timing.mark_finished()
@@ -299,15 +320,22 @@ class GatewayService:
         outcome: list[str] = []
         events = relay_stream(response, timing, request.include_usage, outcome)
         head: list[bytes] = []
-        async for chunk in events:
-            head.append(chunk)
-            if timing.first_token is not None:
-                break
-        else:
-            if outcome and outcome[0] != StreamOutcome.SUCCESS:
-                self._finish(plan, backend, timing, outcome[0])
-                as_is = Relay(headers=self._headers(plan, backend, timing), stream=_replay(head))
-                raise PreTokenFailure(UpstreamUnavailableError("The backend failed before its first token."), as_is)
+        try:
+            async with asyncio.timeout_at(first_token_by):
+                async for chunk in events:
+                    head.append(chunk)
+                    if timing.first_token is not None:
+                        break
+        except TimeoutError:
+            await events.aclose()
+            self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_ERROR)
+            self._mark_down(backend.route)
+            raise PreTokenFailure(self._no_first_token(backend)) from None
+        if timing.first_token is None and outcome and outcome[0] != StreamOutcome.SUCCESS:
+            self._finish(plan, backend, timing, outcome[0])
+            as_is = Relay(headers=self._headers(plan, backend, timing), stream=_replay(head))
+            failed = f"The {backend.route} backend ({backend.model}) failed before its first token."
+            raise PreTokenFailure(UpstreamUnavailableError(failed), as_is)
         stream = self._measured_stream(plan, backend, head, events, timing, outcome)
         return Relay(headers=self._headers(plan, backend, timing), stream=stream)
 
@@ -360,6 +388,12 @@ class GatewayService:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _no_first_token(self, backend: Backend) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(
+            f"The {backend.route} backend ({backend.model}) sent no token within "
+            f"{self.settings.first_token_timeout_s:g} s."
+        )
 
     def _mark_down(self, route: Route) -> None:
         self.health.failed(route)

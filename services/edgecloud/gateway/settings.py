@@ -79,12 +79,22 @@ class GatewaySettings(ServerSettings):
         8192, ge=1, description="Cap of an output-length estimate taken from max_tokens (a client may ask for more)."
     )
     retry_other_side: bool = Field(
-        True, description="Retry once on the other backend when the chosen one fails before the first token."
+        True,
+        description="Retry once on the other backend when the one the gateway chose fails before the first token "
+        "(never for a client's pinned route or model: that request fails and says which backend failed).",
     )
     backend_down_s: float = Field(
         5.0,
         ge=0,
-        description="After a backend fails to connect, route around it for this long (decisions are overridden).",
+        description="After a backend fails (no connection, or no first token within first_token_timeout_s), route "
+        "around it for this long, then let one request probe it.",
+    )
+    first_token_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait from sending a streamed request to its first token before the backend counts as "
+        "failed (a non-streamed answer's headers come at its end: only read_timeout_s bounds it). Ours: about ten "
+        "times the CPU SmolLM2's TTFT under load; lower it for a GPU backend.",
     )
     air_report_timeout_s: float = Field(
         60.0,
