@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -36,10 +37,17 @@ class RunningTestbed:
     cloud_url: str
     decision_url: str
     redis_url: str
+    state_dir: Path
     output: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         return "".join(self.output)
+
+    def key(self, name: str) -> dict[str, str]:
+        """The ``Authorization`` header with this run's key ``name`` (a variable of ``keys.env``)."""
+        lines = (self.state_dir / "keys.env").read_text().splitlines()
+        keys = dict(line.split("=", 1) for line in lines if "=" in line)
+        return {"authorization": f"Bearer {keys[name]}"}
 
 
 def start_testbed(tmp_path: Path, *flags: str, env: dict[str, str] | None = None) -> RunningTestbed:
@@ -74,6 +82,7 @@ def start_testbed(tmp_path: Path, *flags: str, env: dict[str, str] | None = None
         cloud_url=f"http://127.0.0.1:{ports['cloud']}/v1",
         decision_url=f"http://127.0.0.1:{ports['decision']}",
         redis_url=f"redis://127.0.0.1:{ports['redis']}/0",
+        state_dir=tmp_path,
     )
     assert process.stdout is not None
     threading.Thread(target=lambda: testbed.output.extend(iter(process.stdout.readline, "")), daemon=True).start()
@@ -193,8 +202,32 @@ LIVE_BACKHAUL_S = 0.2
 EDGE_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 
 
-def start_live_stack(log_dir: Path, redis_url: str, **channel: str) -> LiveStack:
+def radio_user(name: str, key: str | None = None) -> str:
+    """The air interface's id of the user ``name`` of a client that presents ``key`` (else of loopback)."""
+    client = "ip:127.0.0.1" if key is None else f"key:{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return f"{name}@{client}"
+
+
+@dataclass(frozen=True)
+class LiveKeys:
+    """Keys of a keyed live stack: clients', the gateway's at the decision service, the air interface's, operators'."""
+
+    client: str = "client-key"
+    other_client: str = "other-client-key"
+    decision: str = "decision-service-key"
+    air_report: str = "air-report-key"
+    decision_admin: str = "decision-admin-key"
+    radio_admin: str = "radio-admin-key"
+
+    @staticmethod
+    def bearer(key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+
+def start_live_stack(log_dir: Path, redis_url: str, keys: LiveKeys | None = None, **channel: str) -> LiveStack:
     """Simulators with the paper's profiles (Llama-3-8B edge, GPT-4o cloud) behind the full loop.
+
+    With ``keys``, every service takes them as in production (docs/security.md); without, all is open.
 
     The decision service's LLM is the edge simulator, which cannot score prompts: its decisions come
     from its fallback (the pool's good example, else the rule). The real LLM decides in the vLLM tests.
@@ -211,8 +244,19 @@ def start_live_stack(log_dir: Path, redis_url: str, **channel: str) -> LiveStack
         edge = start(start_simulator(log_dir, "llama-3-8b-edge", model=EDGE_MODEL, jitter="0"))
         cloud = start(start_simulator(log_dir, "gpt-4o-cloud", model="gpt-4o", jitter="0"))
         edge_url, cloud_url = f"{edge.base_url}/v1", f"{cloud.base_url}/v1"
+        decision_keys, gateway_keys, channel_keys = {}, {}, {}
+        if keys is not None:
+            decision_keys = {"service_api_key": keys.decision, "admin_api_key": keys.decision_admin}
+            gateway_keys = {
+                "api_keys": f'["{keys.client}", "{keys.other_client}"]',
+                "decision_api_key": keys.decision,
+                "air_report_api_key": keys.air_report,
+            }
+            channel_keys = {"gateway_api_key": keys.air_report, "admin_api_key": keys.radio_admin}
         decision = start(
-            start_service("decision", log_dir, redis_url=redis_url, llm_url=edge_url, llm_model=EDGE_MODEL)
+            start_service(
+                "decision", log_dir, redis_url=redis_url, llm_url=edge_url, llm_model=EDGE_MODEL, **decision_keys
+            )
         )
         gateway = start(
             start_service(
@@ -226,6 +270,7 @@ def start_live_stack(log_dir: Path, redis_url: str, **channel: str) -> LiveStack
                 decision_url=decision.base_url,
                 lengths_redis_url=redis_url,
                 air_report_timeout_s="10",
+                **gateway_keys,
             )
         )
         settings = {
@@ -233,6 +278,7 @@ def start_live_stack(log_dir: Path, redis_url: str, **channel: str) -> LiveStack
             "channel_model": "constant",
             "constant_capacity_bps": str(LIVE_CAPACITY_BPS),
             "backhaul_delay_s": str(LIVE_BACKHAUL_S),
+            **channel_keys,
             **channel,
         }
         air = start(start_service("channel", log_dir, **settings))

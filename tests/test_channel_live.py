@@ -8,6 +8,7 @@ could leave (eq. 1), plus the backhaul delay when the gateway offloaded the requ
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import httpx
@@ -15,7 +16,7 @@ import numpy as np
 import openai
 import pytest
 
-from conftest import start_gateway, start_service, start_simulator
+from conftest import radio_user, start_gateway, start_service, start_simulator
 from edgecloud.channel.air import AirInterface
 from edgecloud.channel.cell import Cell
 from edgecloud.channel.pacing import Pacer, release_at
@@ -85,6 +86,10 @@ async def test_live_pacer_releases_tokens_within_one_tick_of_eq_1():
     assert np.median(errors_ms) <= TICK_S * 1000
 
 
+RADIO_ADMIN_KEY = "radio-admin-key"
+RADIO_ADMIN = {"authorization": f"Bearer {RADIO_ADMIN_KEY}"}
+
+
 @pytest.fixture(scope="module")
 def air_stack(tmp_path_factory):
     """Emulator (constant C, backhaul 0.3 s) -> gateway -> two zero-latency simulators."""
@@ -102,6 +107,7 @@ def air_stack(tmp_path_factory):
         constant_capacity_bps=str(CAPACITY_BPS),
         backhaul_delay_s=str(BACKHAUL_S),
         tick_s=str(TICK_S),
+        admin_api_key=RADIO_ADMIN_KEY,
     )
     try:
         yield channel.base_url, gateway
@@ -134,7 +140,7 @@ def test_streamed_tokens_follow_the_scheduled_capacity(client, route):
     times, headers = stream_token_times(client, route, user=f"pacing-{route}", max_tokens=40)
     assert len(times) == 40
     assert headers["x-route"] == route
-    assert headers["x-channel-user"] == f"pacing-{route}"
+    assert headers["x-channel-user"] == radio_user(f"pacing-{route}", key="unused")
     gaps = np.diff(times)
     # eq. 1: one token per 32 / C seconds; the client sees each release within a tick or so.
     assert times[-1] - times[0] == pytest.approx(39 * TOKEN_S, abs=0.015)
@@ -162,7 +168,7 @@ def test_non_streamed_answer_arrives_whole_after_its_bytes(client):
 def test_delivered_metrics_and_views_after_traffic(client, air_stack):
     stream_token_times(client, "edge", "viewer", 10)
     base = air_stack[0]
-    ue = httpx.get(f"{base}/v1/ues/viewer").json()
+    ue = httpx.get(f"{base}/v1/ues/{radio_user('viewer', key='unused')}").json()
     assert ue["delivered_bytes"] == pytest.approx(10 * 4)
     assert ue["queued_bytes"] == 0 and ue["active_streams"] == 0
     assert ue["served_throughput_bps"] == pytest.approx(CAPACITY_BPS, rel=0.01)
@@ -205,11 +211,11 @@ def test_a_user_who_leaves_is_removed_from_the_scheduler_at_once(air_stack):
         data_lines = (line for line in response.iter_lines() if line.startswith("data:"))
         for _ in range(3):
             next(data_lines)  # a few tokens in: the rest are generated and wait at the BS
-        waiting = httpx.get(f"{base}/v1/ues/leaver").json()
+        waiting = httpx.get(f"{base}/v1/ues/{radio_user('leaver')}").json()
         assert waiting["queued_bytes"] > 3000, waiting
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
-        ue = httpx.get(f"{base}/v1/ues/leaver").json()
+        ue = httpx.get(f"{base}/v1/ues/{radio_user('leaver')}").json()
         if ue["queued_bytes"] == 0 and ue["active_streams"] == 0:
             break
         time.sleep(0.02)
@@ -225,15 +231,52 @@ def test_bad_requests_get_openai_shaped_errors(air_stack):
     assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
     missing = httpx.get(f"{base}/v1/ues/nobody")
     assert missing.status_code == 404 and "nobody" in missing.json()["error"]["message"]
-    bad_place = httpx.put(f"{base}/v1/ues/somebody", json={"x_m": "far"})
+    bad_place = httpx.put(f"{base}/v1/ues/somebody", json={"x_m": "far"}, headers=RADIO_ADMIN)
     assert bad_place.status_code in (400, 422) and "error" in bad_place.json()
 
 
 def test_explicit_placement_is_reported(air_stack):
     base = air_stack[0]
-    placed = httpx.put(f"{base}/v1/ues/placed", json={"x_m": 120.0, "y_m": -50.0}).json()
+    placed = httpx.put(f"{base}/v1/ues/placed", json={"x_m": 120.0, "y_m": -50.0}, headers=RADIO_ADMIN).json()
     assert placed["x_m"] == 120.0 and placed["y_m"] == -50.0
     assert placed["distance_m"] == pytest.approx(130.0)
+
+
+def test_radio_control_needs_the_operator_key(air_stack):
+    """Before: anyone could move another user (here 'victim') and stall their stream."""
+    base = air_stack[0]
+    for headers in ({}, {"authorization": "Bearer some-client-key"}, {"authorization": "Basic radio-admin-key"}):
+        refused = httpx.put(f"{base}/v1/ues/victim", json={"x_m": 1e300, "y_m": 0.0}, headers=headers)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["type"] == "authentication_error"
+    assert httpx.get(f"{base}/v1/ues/victim").status_code == 404  # nobody was attached by the attempts
+    lower_case = httpx.put(f"{base}/v1/ues/operated", json={"x_m": 5.0, "y_m": 5.0},
+                           headers={"authorization": f"bearer {RADIO_ADMIN_KEY}"})  # fmt: skip
+    assert lower_case.status_code == 200  # the scheme is case-insensitive
+
+
+def test_positions_outside_the_layout_are_refused(tmp_path):
+    """The 3GPP UMa cell: a user is placed in the serving hexagon, at least the minimum distance from its site."""
+    channel = start_service("channel", tmp_path, upstream_url="http://127.0.0.1:9", admin_api_key=RADIO_ADMIN_KEY)
+    try:
+        put = functools.partial(httpx.put, headers=RADIO_ADMIN)
+        inside = put(f"{channel.base_url}/v1/ues/inside", json={"x_m": 150.0, "y_m": 40.0})
+        assert inside.status_code == 200 and inside.json()["distance_m"] == pytest.approx(155.2417, rel=1e-4)
+        for x_m, y_m in ((1e300, 0.0), (400.0, 0.0), (0.0, 260.0), (3.0, 4.0)):
+            refused = put(f"{channel.base_url}/v1/ues/outside", json={"x_m": x_m, "y_m": y_m})
+            assert refused.status_code == 400, (x_m, y_m, refused.text)
+            assert refused.json()["error"]["code"] == "position_outside_layout"
+        assert httpx.get(f"{channel.base_url}/v1/ues/outside").status_code == 404
+        disabled = start_service("channel", tmp_path / "no-key", upstream_url="http://127.0.0.1:9")
+        try:
+            forbidden = httpx.put(
+                f"{disabled.base_url}/v1/ues/u", json={"x_m": 150.0, "y_m": 40.0}, headers=RADIO_ADMIN
+            )
+            assert forbidden.status_code == 403  # no operator key configured: radio control is off
+        finally:
+            disabled.stop()
+    finally:
+        channel.stop()
 
 
 def test_gateway_down_is_a_503_not_a_hang(tmp_path):

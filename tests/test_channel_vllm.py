@@ -14,7 +14,7 @@ import numpy as np
 import openai
 import pytest
 
-from conftest import start_service
+from conftest import radio_user, start_service
 
 pytestmark = pytest.mark.vllm
 
@@ -30,7 +30,7 @@ PROMPT = [{"role": "user", "content": "List five animals that live in the sea."}
 def test_testbed_air_interface_delivers_real_vllm_answers(vllm_testbed):
     """The testbed's demo went over the air; the emulator saw its user and counted 4 bytes per token."""
     air = vllm_testbed.air_url.removesuffix("/v1")
-    demo = httpx.get(f"{air}/v1/ues/testbed-demo").json()
+    demo = httpx.get(f"{air}/v1/ues/{radio_user('testbed-demo')}").json()
     measured = next(line for line in vllm_testbed.text().splitlines() if "[testbed] measured:" in line)
     tokens = int(measured.split("tokens=")[1].split()[0])
     # Every streamed token with text costs 4 bytes; vLLM's usage also counts the end-of-sequence token,
@@ -41,7 +41,9 @@ def test_testbed_air_interface_delivers_real_vllm_answers(vllm_testbed):
     raw = client.chat.completions.with_raw_response.create(
         model="edgecloud-auto", messages=PROMPT, max_tokens=8, user="vllm-air-user", extra_headers={"x-route": "edge"}
     )
-    assert raw.headers["x-route"] == "edge" and raw.headers["x-channel-user"] == "vllm-air-user"
+    assert raw.headers["x-route"] == "edge" and raw.headers["x-channel-user"] == radio_user(
+        "vllm-air-user", key="unused"
+    )
     assert raw.parse().choices[0].message.content
 
 

@@ -127,6 +127,8 @@ def test_mixed_live_traffic_teaches_the_pool_the_trade_off(paper_testbed):
     sources = {source: sum(item["source"] == source for item in last) for source in {i["source"] for i in last}}
     print(f"\n[learning] {agree:.0%} of the last {len(last)} LLM decisions are the best ({sources}); {mean_rewards}")
     assert agree >= REQUIRED_AGREEMENT, f"{agree:.0%} of the last {len(last)} decisions are the best ({sources})"
-    pool = httpx.get(f"{paper_testbed.decision_url}/v1/pool").json()["examples"]
+    pool = httpx.get(
+        f"{paper_testbed.decision_url}/v1/pool", headers=paper_testbed.key("DECISION_SERVICE_API_KEY")
+    ).json()["examples"]
     kept = {TaskState(ServiceType(e["service_type"]), e["token_bin"]): Action(e["decision"]) for e in pool}
     assert {state: kept.get(state) for state in states} == best  # prioritized replay kept the best of each

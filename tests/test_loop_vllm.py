@@ -24,7 +24,11 @@ PROMPTS = {
 
 
 def pool(testbed) -> dict:
-    return httpx.get(f"{testbed.decision_url}/v1/pool", params={"cell": "cell-0", "policy": "icl"}).json()
+    return httpx.get(
+        f"{testbed.decision_url}/v1/pool",
+        params={"cell": "cell-0", "policy": "icl"},
+        headers=testbed.key("DECISION_SERVICE_API_KEY"),
+    ).json()
 
 
 def test_real_prompts_go_around_the_loop_with_real_vllm(vllm_testbed):

@@ -9,6 +9,7 @@ from edgecloud.channel.metrics import ChannelMetrics
 from edgecloud.channel.protocol import CellReport, UeList, UePlacement, UeReport
 from edgecloud.channel.service import AirService, Answer
 from edgecloud.channel.settings import ChannelSettings
+from edgecloud.core.auth import require_service_key
 from edgecloud.core.metrics import add_liveness_and_metrics_routes
 from edgecloud.core.server import listen_overrides, serve, service_app
 from edgecloud.core.streaming import WatchedStreamingResponse
@@ -51,6 +52,8 @@ def create_app(settings: ChannelSettings) -> FastAPI:
 
     @app.put("/v1/ues/{user_id}")
     async def place_ue(raw: Request, user_id: str, placement: UePlacement) -> UeReport:
+        """Radio control, for the operator only: a client could otherwise move another user out of coverage."""
+        require_service_key(raw.headers.get("authorization"), settings.admin_api_key, "radio admin key", False)
         return raw.app.state.service.place(user_id, placement)
 
     @app.get("/v1/cell")

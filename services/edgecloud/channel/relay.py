@@ -21,6 +21,7 @@ import aiohttp
 from edgecloud.channel.metrics import ChannelMetrics
 from edgecloud.channel.pacing import Pacer, release_at
 from edgecloud.channel.settings import ByteAccounting, ChannelSettings
+from edgecloud.core.auth import bearer_headers
 from edgecloud.core.errors import UpstreamTimeoutError, UpstreamUnavailableError, error_body
 from edgecloud.core.sse import DONE_EVENT, SSEEventSplitter, carries_token
 from edgecloud.gateway.protocol import AirReport
@@ -71,9 +72,7 @@ class GatewayClient:
         """Send the gateway a request's measured transmission time (it joins it to the experience)."""
         if self._session is None:
             return
-        headers = {}
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        headers = bearer_headers(self._api_key)
         try:
             async with self._session.post(
                 f"{self.base_url}/v1/air-reports", data=report.model_dump_json(), headers=headers | JSON_HEADERS

@@ -8,6 +8,7 @@ users on their first request, forwards requests to the gateway and wraps each an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections import Counter
 from collections.abc import AsyncGenerator, Mapping
@@ -28,8 +29,9 @@ from edgecloud.channel.radio.params import load_radio_params
 from edgecloud.channel.relay import DeliveredTiming, GatewayClient, Outcome, PacedAnswer, response_headers
 from edgecloud.channel.schedulers import make_scheduler
 from edgecloud.channel.settings import ChannelModelName, ChannelSettings
+from edgecloud.core.auth import presented_key
 from edgecloud.core.clock import Clock, RealClock
-from edgecloud.core.errors import NotFoundError, ServiceError
+from edgecloud.core.errors import BadRequestError, NotFoundError, ServiceError
 from edgecloud.decision.keywords import ServiceType
 from edgecloud.gateway.protocol import AIR_INTERFACE_HEADER, MAX_REQUEST_ID_LENGTH, REQUEST_ID_HEADER, AirReport
 
@@ -39,11 +41,27 @@ KNOWN_SERVICE_TYPES = frozenset(service_type.value for service_type in ServiceTy
 AIR_INTERFACE_NAME = "channel-emulator"
 # 5th percentile: the cell-edge user throughput of 3GPP evaluations (TR 36.814 / ITU-R M.2412).
 CELL_EDGE_PERCENTILE = 5
+MAX_USER_NAME_LENGTH = 64  # of a client-given user name
+KEY_ID_HEX = 12  # hex digits of SHA-256 that name a key's client (48 bits: unique among any realistic key set)
 
 
 class CellFullError(ServiceError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     error_type = "server_error"
+
+
+class TooManyUsersError(ServiceError):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    error_type = "rate_limit_error"
+
+
+@dataclass(frozen=True)
+class RadioUser:
+    """A user of the cell and who stands behind it: an API key's id, a client address (None: not known)."""
+
+    user_id: str
+    key: str | None
+    address: str | None
 
 
 def make_channel(settings: ChannelSettings, rng: np.random.Generator) -> ChannelModel:
@@ -86,6 +104,7 @@ class AirService:
         self.pacer = Pacer(self.air, self.clock, settings.tick_s)
         self.gateway = GatewayClient(settings)
         self._active_streams: Counter[str] = Counter()
+        self._owners: dict[str, tuple[str | None, str | None]] = {}  # user id: (its key's id, its address)
         self._reports: set[asyncio.Task[None]] = set()
         metrics.watch_cell(self._cell_gauges)
 
@@ -99,35 +118,67 @@ class AirService:
 
     # --- users -------------------------------------------------------------------------------
 
-    def user_of(self, headers: Mapping[str, str], body: bytes, client_host: str | None) -> str:
-        """The user header, else the OpenAI ``user`` field of the body, else the client's address."""
+    def user_of(self, headers: Mapping[str, str], body: bytes, client_host: str | None) -> RadioUser:
+        """Who a request's answer is paced for: the name the client gives, within the client that gives it.
+
+        A client names its users (the user header, else the OpenAI ``user`` field of the body); the
+        client itself is its API key (a hash: the key never appears) or, without one, its address. So
+        ``alice`` of one client is never ``alice`` of another, and no client adds bytes to another's queue.
+        """
+        address = f"ip:{client_host or 'unknown'}"
         named = headers.get(self.settings.user_header)
-        if named:
-            return named
-        try:
-            user = json.loads(body).get("user")
-        except (ValueError, AttributeError):
-            user = None
-        if isinstance(user, str) and user:
-            return user
-        return f"ip:{client_host or 'unknown'}"
+        if named and self.settings.trust_user_header:
+            return RadioUser(named[:MAX_USER_NAME_LENGTH], key=None, address=address)
+        if not named:
+            try:
+                user = json.loads(body).get("user")
+            except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, nested too deep
+                user = None
+            named = user if isinstance(user, str) else None
+        key = presented_key(headers.get("authorization"))
+        client = address if key is None else f"key:{hashlib.sha256(key.encode()).hexdigest()[:KEY_ID_HEX]}"
+        user_id = client if not named else f"{named[:MAX_USER_NAME_LENGTH]}@{client}"
+        return RadioUser(user_id, key=None if key is None else client, address=address)
 
-    def ensure_attached(self, user_id: str) -> None:
-        if user_id in self.cell.users:
+    def ensure_attached(self, user: RadioUser) -> None:
+        """Attach a user if it is not yet: within its key's and its address's limits, evicting an idle user
+        (never one with an answer in flight) when the cell is full."""
+        if user.user_id in self.cell.users:
             return
+        for owner, limit, what in ((user.key, self.settings.max_ues_per_key, "API key"),
+                                   (user.address, self.settings.max_ues_per_address, "address")):  # fmt: skip
+            owned = [user_id for user_id, owners in self._owners.items() if owner is not None and owner in owners]
+            if len(owned) >= limit:  # at its limit, a client's new user replaces its own idle one
+                self._evict_one(
+                    owned, TooManyUsersError(f"This {what} has {limit} radio users with answers in flight.")
+                )
         if len(self.cell.users) >= self.settings.max_ues:
-            self._evict_one()
-        self.cell.attach(user_id)
+            self._evict_one(list(self.cell.users), CellFullError(f"The cell is full: {self.settings.max_ues} users "
+                                                                "have answers in flight."))  # fmt: skip
+        self.cell.attach(user.user_id)
+        self._owners[user.user_id] = (user.key, user.address)
 
-    def _evict_one(self) -> None:
-        idle = [user for user in self.cell.users.values() if not self._active_streams[user.user_id]]
+    def _detach(self, user_id: str) -> None:
+        self.cell.detach(user_id)
+        self._owners.pop(user_id, None)
+
+    def _evict_one(self, among: list[str], if_none_idle: ServiceError) -> None:
+        """Detach the longest-idle of ``among`` (never a user with an answer in flight), else raise."""
+        idle = [self.cell.users[user_id] for user_id in among if not self._active_streams[user_id]]
         if not idle:
-            raise CellFullError(f"The cell is full: {self.settings.max_ues} users have answers in flight.")
-        self.cell.detach(min(idle, key=lambda user: user.last_active_slot).user_id)
+            raise if_none_idle
+        self._detach(min(idle, key=lambda user: user.last_active_slot).user_id)
 
     def place(self, user_id: str, placement: UePlacement) -> UeReport:
-        self.ensure_attached(user_id)
-        self.cell.channel.place_ue(self.cell.users[user_id].handle, (placement.x_m, placement.y_m))
+        """Move a user (attaching it first); a position outside the layout is refused."""
+        attached_here = user_id not in self.cell.users
+        self.ensure_attached(RadioUser(user_id, key=None, address=None))  # the operator's: no client's quota
+        try:
+            self.cell.channel.place_ue(self.cell.users[user_id].handle, (placement.x_m, placement.y_m))
+        except ValueError as error:
+            if attached_here:
+                self._detach(user_id)
+            raise BadRequestError(f"{error}.", param="x_m", code="position_outside_layout") from None
         return self.ue_report(user_id)
 
     def ue_report(self, user_id: str) -> UeReport:
@@ -188,14 +239,19 @@ class AirService:
         self, method: str, path: str, body: bytes, headers: Mapping[str, str], client_host: str | None, arrived: float
     ) -> Answer:
         """Forward a generation request; its answer is paced over the air to the user who sent it."""
-        user_id = self.user_of(headers, body, client_host)
-        self.ensure_attached(user_id)
+        user = self.user_of(headers, body, client_host)
+        user_id = user.user_id
         response = await self.gateway.request(method, path, body, {**headers, AIR_INTERFACE_HEADER: AIR_INTERFACE_NAME})
         passed = response_headers(response)
         if response.status != 200:
             content = await response.read()
             response.release()
             return Answer(response.status, passed, content)
+        try:  # only a request the gateway took attaches a user: a refused key holds no radio slot
+            self.ensure_attached(user)
+        except ServiceError:
+            response.close()
+            raise
         route_header = response.headers.get(self.settings.offload_header, "")
         offloaded = route_header == self.settings.offload_value
         delay_s = self.settings.backhaul_delay_s if offloaded else 0.0

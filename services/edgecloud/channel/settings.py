@@ -77,7 +77,18 @@ class ChannelSettings(ServerSettings):
     offload_header: str = Field("x-route", description="Response header by which the gateway marks the route.")
     offload_value: str = Field("cloud", description="Value of offload_header that means offloaded (alpha = 1).")
     user_header: str = Field(
-        "x-user-id", description="Request header naming the user; else the body's OpenAI 'user' field, else the IP."
+        "x-user-id",
+        description="Request header naming the user; else the body's OpenAI 'user' field. The name is the client's "
+        "own: the radio user is '<name>@<client>', the client being its API key (a hash of it) or else its address.",
+    )
+    trust_user_header: bool = Field(
+        False,
+        description="Take user_header as the radio user as it is, for every client: only behind a proxy of the "
+        "operator that sets it (otherwise any client could speak for any user).",
+    )
+    max_ues_per_key: int = Field(100, ge=1, description="Radio users one API key may have attached at once (ours).")
+    max_ues_per_address: int = Field(
+        100, ge=1, description="Radio users one client address may have attached at once, whatever keys it shows."
     )
     tick_s: float = Field(
         0.002,
@@ -88,13 +99,15 @@ class ChannelSettings(ServerSettings):
     max_ues: int = Field(1000, ge=1, description="Users attached at once; the longest idle one leaves for a new one.")
 
     gateway_api_key: SecretStr | None = Field(
-        None, description="Bearer key for the gateway's /v1/air-reports when the gateway requires client keys."
+        None, description="Key presented for the gateway's /v1/air-reports (the gateway's GATEWAY_AIR_REPORT_API_KEY)."
+    )
+    admin_api_key: SecretStr | None = Field(
+        None, description="Operator key for radio control (PUT /v1/ues/{user}); unset disables radio control."
     )
     connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout to the gateway.")
     read_timeout_s: float = Field(
         600.0, gt=0, description="Longest silence from the gateway before giving up (the gateway has its own)."
     )
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
 
     @field_validator("upstream_url")
     @classmethod

@@ -57,6 +57,11 @@ class AuthenticationError(ServiceError):
     error_type = "authentication_error"
 
 
+class PermissionDeniedError(ServiceError):
+    status = HTTPStatus.FORBIDDEN
+    error_type = "permission_error"
+
+
 class NotFoundError(ServiceError):
     status = HTTPStatus.NOT_FOUND
     error_type = "invalid_request_error"

@@ -1,27 +1,74 @@
-"""ASGI middleware every front service uses: stamp the arrival time, refuse oversized bodies early."""
+"""ASGI middleware every service uses: stamp the arrival time, bound the body, check what it is.
+
+The body limit holds however the body comes: a ``content-length`` above it is refused before a byte is
+read, and a chunked body (no length) is counted while it streams in and cut off at the limit, so no
+request can make a service hold more than ``max_body_bytes``. Every body a service takes is JSON, so a
+body of another declared type (a browser form, ``text/plain``: requests a page can send without a CORS
+preflight) is refused before it is read.
+"""
 
 from __future__ import annotations
 
 import time
+from http import HTTPStatus
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edgecloud.core.errors import PayloadTooLargeError, error_response
+from edgecloud.core.errors import error_body, error_response
+
+METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` or a ``+json`` type, parameters (``charset``) aside."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 class IngressMiddleware:
-    """Stamps each request's arrival time (TTFT counts from here) and refuses oversized bodies."""
+    """Stamps each request's arrival time (TTFT counts from here), bounds and type-checks its body."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int):
         self.app = app
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["arrived"] = time.perf_counter()
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > self.max_body_bytes:
-                error = PayloadTooLargeError(f"The request body is larger than {self.max_body_bytes} bytes.")
-                await error_response(error.status, error.to_response())(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})["arrived"] = time.perf_counter()
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._too_large(), scope, receive, send)
+            return
+        has_body = (length is not None and length != "0") or "transfer-encoding" in headers
+        if scope["method"] in METHODS_WITH_BODY and has_body and not is_json(headers.get("content-type")):
+            message = "The request body must be JSON: send 'Content-Type: application/json'."
+            await self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, message, scope, receive, send)
+            return
+        await self.app(scope, self._bounded(receive), send)
+
+    def _too_large(self) -> str:
+        return f"The request body is larger than {self.max_body_bytes} bytes."
+
+    def _bounded(self, receive: Receive) -> Receive:
+        """``receive`` that raises 413 as soon as the body read so far passes the limit."""
+        received = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise HTTPException(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail=self._too_large())
+            return message
+
+        return bounded_receive
+
+    @staticmethod
+    async def _refuse(status: HTTPStatus, message: str, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(status, error_body(message, "invalid_request_error"))(scope, receive, send)

@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import redis.asyncio as redis
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from edgecloud.core.auth import require_service_key
 from edgecloud.core.errors import install_error_handlers
+from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import metrics_response
 from edgecloud.core.server import listen_overrides, serve
 from edgecloud.decision.metrics import DecisionMetrics
@@ -73,31 +75,32 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
     app = FastAPI(title="edgecloud decision service", version="0.1.0", lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
+    app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
 
-    @app.post("/v1/decisions")
+    def service_key(authorization: Annotated[str | None, Header()] = None) -> None:
+        require_service_key(authorization, settings.service_api_key, "decision service key", open_when_unset=True)
+
+    def admin_key(authorization: Annotated[str | None, Header()] = None) -> None:
+        require_service_key(authorization, settings.admin_api_key, "admin key (DECISION_ADMIN_API_KEY)", False)
+
+    @app.post("/v1/decisions", dependencies=[Depends(service_key)])
     async def decide(body: DecisionRequest, request: Request) -> DecisionResponse:
         return await request.app.state.service.decide(body)
 
-    @app.post("/v1/experiences")
+    @app.post("/v1/experiences", dependencies=[Depends(service_key)])
     async def record(body: ExperienceRequest, request: Request) -> ExperienceResponse:
         return await request.app.state.service.record(body)
 
-    @app.get("/v1/pool")
+    @app.get("/v1/pool", dependencies=[Depends(service_key)])
     async def pool_view(request: Request, cell: Cell = "cell-0", policy: PolicyName = "icl") -> PoolResponse:
         return await request.app.state.service.pool_view(cell, policy)
 
-    @app.delete("/v1/pool")
-    async def clear_pool(
-        request: Request,
-        cell: Cell = "cell-0",
-        policy: PolicyName = "icl",
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> dict[str, Any]:
-        presented = (authorization or "").removeprefix("Bearer ").strip() or None
-        version = await request.app.state.service.clear(cell, policy, presented)
+    @app.delete("/v1/pool", dependencies=[Depends(admin_key)])
+    async def clear_pool(request: Request, cell: Cell = "cell-0", policy: PolicyName = "icl") -> dict[str, Any]:
+        version = await request.app.state.service.clear(cell, policy)
         return {"cell": cell, "policy": policy, "version": version}
 
-    @app.get("/v1/prompt")
+    @app.get("/v1/prompt", dependencies=[Depends(service_key)])
     async def prompt(request: Request, task: Annotated[TaskFields, Query()]) -> PromptResponse:
         return await request.app.state.service.prompt(task)
 

@@ -69,7 +69,16 @@ class DecisionSettings(ServerSettings):
     latest_examples: int = Field(10, ge=1, le=100, description="Examples shown by the icl_latest baseline.")
     cache_entries: int = Field(10_000, ge=1, description="Decision cache size; the keyword grid has 35 states.")
     experience_buffer: int = Field(10_000, ge=1, description="Experiences kept in memory while Redis is down.")
-    admin_api_key: SecretStr | None = Field(None, description="Key for DELETE /v1/pool; unset disables it.")
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body accepted (413 above); its bodies are under 1 KB."
+    )
+    admin_api_key: SecretStr | None = Field(None, description="Operator key for DELETE /v1/pool; unset disables it.")
+    service_api_key: SecretStr | None = Field(
+        None,
+        description="Key the gateway presents for decisions, experiences and the pool and prompt views "
+        "(docs/security.md); unset: those are open, for a decision service only loopback reaches (the testbed "
+        "sets one).",
+    )
 
     def icl_method(self) -> IclMethod:
         """The icl policy's method from the ``icl_*`` fields."""

@@ -78,8 +78,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.post("/v1/air-reports", status_code=204)
     async def air_report(raw: Request, report: AirReport) -> Response:
         """The air interface's measured transmission time of a request, joined to its experience by id."""
-        raw.app.state.service.authorize(raw.headers.get("authorization"))
-        raw.app.state.service.air_report(report)
+        raw.app.state.service.air_report(report, raw.headers.get("authorization"))
         return Response(status_code=204)
 
     @app.get("/v1/models")

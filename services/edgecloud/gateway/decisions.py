@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from edgecloud.core.auth import bearer_headers
 from edgecloud.decision.keywords import Action, ServiceType, TaskState, rule_action
 from edgecloud.gateway.settings import GatewaySettings, Route
 
@@ -46,6 +47,7 @@ class DecisionClient:
         self.url = settings.decision_url
         self.policy = settings.decision_policy
         self.cell = settings.cell
+        self._headers = bearer_headers(settings.decision_api_key)
         self._timeout = aiohttp.ClientTimeout(total=settings.decision_timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._outage_logged = False
@@ -75,7 +77,7 @@ class DecisionClient:
         }
         if self._session is not None:
             try:
-                async with self._session.post(f"{self.url}/v1/decisions", json=body) as response:
+                async with self._session.post(f"{self.url}/v1/decisions", json=body, headers=self._headers) as response:
                     if response.status == 200:
                         answer = await response.json()
                         self._outage_logged = False

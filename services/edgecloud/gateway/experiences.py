@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from edgecloud.core.auth import bearer_headers
 from edgecloud.decision.keywords import Action, ServiceType
 from edgecloud.gateway.metrics import GatewayMetrics
 from edgecloud.gateway.protocol import AirReport
@@ -37,6 +38,8 @@ DECISION_SOURCES = frozenset({"llm", "explore", "cache", "fallback", "baseline"}
 RETRY_INTERVAL_S = 1.0  # wait before posting again after the decision service failed
 SWEEP_INTERVAL_S = 1.0  # how often unmatched halves are checked for expiry
 POST_TIMEOUT_S = 10.0
+# The pool a client's own choices feed (unless learn_from_client_choices): the cell's name with this suffix.
+CLIENT_CHOICES_CELL_SUFFIX = ".client-choices"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class ServedRequest:
     quality_met: bool
     route: str
     model: str
+    client_choice: bool = False  # the client pinned the route or model, or lowered its quality requirement
 
 
 class ExperienceWriter:
@@ -59,6 +63,8 @@ class ExperienceWriter:
         self.url = settings.decision_url
         self.policy = settings.decision_policy
         self.cell = settings.cell
+        self.learn_from_client_choices = settings.learn_from_client_choices
+        self._headers = bearer_headers(settings.decision_api_key)
         self.capacity = settings.experience_queue_size
         self.air_timeout_s = settings.air_report_timeout_s
         self.metrics = metrics
@@ -140,10 +146,11 @@ class ExperienceWriter:
     async def _post(self, request: ServedRequest, transmission_s: float) -> bool:
         """True when the experience is stored (or refused for good); False to try again later."""
         assert self._session is not None
+        apart = request.client_choice and not self.learn_from_client_choices
         body = {
             "service_type": request.service_type.value,
             "estimated_tokens": request.estimated_tokens,
-            "cell": self.cell,
+            "cell": f"{self.cell}{CLIENT_CHOICES_CELL_SUFFIX}" if apart else self.cell,
             "policy": self.policy,
             "decision": request.action.value,
             "transmission_s": transmission_s,
@@ -153,7 +160,7 @@ class ExperienceWriter:
             "request_id": request.request_id,
         }
         try:
-            async with self._session.post(f"{self.url}/v1/experiences", json=body) as response:
+            async with self._session.post(f"{self.url}/v1/experiences", json=body, headers=self._headers) as response:
                 if response.status >= 500:
                     self._log_outage(f"it answered {response.status}")
                     return False

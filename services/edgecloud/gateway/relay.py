@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from edgecloud.core.auth import bearer_headers
 from edgecloud.core.errors import (
     RelayedError,
     ServiceError,
@@ -63,9 +64,12 @@ class UpstreamClient:
         """POST ``payload`` to the backend; return the open response if it is a 200, else raise."""
         if self._session is None:
             raise UpstreamUnavailableError("The gateway's upstream client is not started.")
-        headers = {"Content-Type": "application/json", "X-Request-Id": request_id, SERVICE_TYPE_HEADER: service_type}
-        if backend.api_key is not None:
-            headers["Authorization"] = f"Bearer {backend.api_key.get_secret_value()}"
+        headers = {
+            "Content-Type": "application/json",
+            "X-Request-Id": request_id,
+            SERVICE_TYPE_HEADER: service_type,
+            **bearer_headers(backend.api_key),
+        }
         url = f"{backend.base_url}{path}"
         try:
             response = await self._session.post(url, data=json.dumps(payload), headers=headers)

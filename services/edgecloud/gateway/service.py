@@ -14,8 +14,8 @@ No HTTP framework in here; ``app.py`` maps a ``Relay`` to a FastAPI response.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import math
+import re
 import uuid
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass, field
@@ -25,8 +25,8 @@ from typing import Any
 import aiohttp
 
 from edgecloud.classifier import PromptClassifier, prompt_text
+from edgecloud.core.auth import require_key, require_service_key
 from edgecloud.core.errors import (
-    AuthenticationError,
     BadRequestError,
     RelayedError,
     ServiceError,
@@ -46,7 +46,7 @@ from edgecloud.gateway.decisions import (
 from edgecloud.gateway.experiences import ExperienceWriter, ServedRequest
 from edgecloud.gateway.lengths import OutputLengthEstimator
 from edgecloud.gateway.metrics import GatewayMetrics
-from edgecloud.gateway.protocol import AirReport
+from edgecloud.gateway.protocol import MAX_REQUEST_ID_LENGTH, REQUEST_ID_HEADER, AirReport
 from edgecloud.gateway.quality import QUALITY_MET_HEADER, QualityTable
 from edgecloud.gateway.relay import StreamOutcome, UpstreamClient, read_completion, relay_stream
 from edgecloud.gateway.routing import Backend, RouteSelector
@@ -58,6 +58,7 @@ from edgecloud.gateway.timing import RequestTiming
 OUTPUT_TOKENS_PRIOR = 1000
 # Statuses of a backend after which the other side may still serve the request.
 RETRYABLE_RELAYED_STATUSES = frozenset({429})
+REQUEST_ID_PATTERN = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 DEFAULT_ROUTE_SOURCE = "default_route"  # auto request with no decision service configured
 GenerationRequest = ChatCompletionRequest | CompletionRequest
 
@@ -159,17 +160,14 @@ class GatewayService:
         return ModelList(data=self.routes.models())
 
     def authorize(self, authorization: str | None) -> None:
-        """Check the client's bearer key when keys are configured; compare in constant time."""
-        if not self.settings.api_keys:
-            return
-        scheme, _, presented = (authorization or "").partition(" ")
-        if scheme.lower() == "bearer" and any(
-            hmac.compare_digest(presented.encode(), key.get_secret_value().encode()) for key in self.settings.api_keys
-        ):
-            return
-        raise AuthenticationError("Incorrect or missing API key. Send it as 'Authorization: Bearer <key>'.")
+        """Check the client's bearer key when keys are configured (constant time)."""
+        if self.settings.api_keys:
+            require_key(authorization, self.settings.api_keys, "API key")
 
-    def air_report(self, report: AirReport) -> None:
+    def air_report(self, report: AirReport, authorization: str | None) -> None:
+        """A transmission time from the air interface: its own key, never a client's (docs/security.md)."""
+        open_when_unset = not self.settings.api_keys
+        require_service_key(authorization, self.settings.air_report_api_key, "air-report key", open_when_unset)
         self.experiences.air_report(report)
 
     # --- planning ----------------------------------------------------------------------------
@@ -197,6 +195,12 @@ class GatewayService:
         return classification.service_type
 
     async def _plan(self, request: GenerationRequest, hints: RequestHints) -> Plan:
+        if hints.request_id is not None and not REQUEST_ID_PATTERN.fullmatch(hints.request_id):
+            raise BadRequestError(
+                f"The x-request-id header must be 1 to {MAX_REQUEST_ID_LENGTH} characters of letters, digits and "
+                "'-_.:' (it is echoed back and joins the air interface's measurement).",
+                param=REQUEST_ID_HEADER,
+            )
         service_type = await self._service_type(request, hints)
         requirement = self.quality.requirement(service_type, hints.quality_requirement)
         limit = request.output_token_limit
@@ -380,6 +384,8 @@ class GatewayService:
                 quality_met=quality_met,
                 route=route,
                 model=backend.model,
+                client_choice=plan.decision.source == CLIENT_CHOICE
+                or plan.requirement < self.quality.default_requirement(plan.service_type),
             ),
             over_the_air=plan.over_the_air,
         )

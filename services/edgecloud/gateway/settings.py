@@ -63,6 +63,20 @@ class GatewaySettings(ServerSettings):
         description="Longest wait for a decision before the gateway applies the fallback rule itself; above the "
         "decision service's own 2 s LLM wait, so its fallback (the pool's good example) normally answers first.",
     )
+    decision_api_key: SecretStr | None = Field(
+        None, description="The decision service's key (its DECISION_SERVICE_API_KEY), presented on every call."
+    )
+    air_report_api_key: SecretStr | None = Field(
+        None,
+        description="Key the air interface presents for /v1/air-reports (its CHANNEL_GATEWAY_API_KEY), apart from "
+        "client keys; unset: air reports are accepted only while the gateway takes no client keys either.",
+    )
+    learn_from_client_choices: bool = Field(
+        False,
+        description="Let a request whose route or model the client pinned, or whose quality requirement it set "
+        "below its type's default, feed the shared pool. Off: such experiences go to the pool of cell "
+        "'<cell>.client-choices', apart, so no client can steer other users' decisions.",
+    )
     decision_policy: str = Field("icl", description="Policy the decision service uses (see its GET /health).")
     cell: str = Field("cell-0", description="This base station's id: the experience pool it reads and feeds.")
     classify_prompts: bool = Field(
@@ -113,7 +127,6 @@ class GatewaySettings(ServerSettings):
         description="Longest silence from upstream (before the first byte or between chunks) before a 504.",
     )
     max_upstream_connections: int = Field(1024, ge=1, description="Pooled upstream connections in total.")
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
 
     @field_validator("decision_url", "lengths_redis_url")
     @classmethod

