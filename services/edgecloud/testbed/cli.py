@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
 from edgecloud.decision.protocol import WarmUp
 from edgecloud.testbed.demo import ask
-from edgecloud.testbed.processes import ManagedProcess, ProcessFailed, http_ok, tcp_open
+from edgecloud.testbed.processes import Backoff, ManagedProcess, ProcessFailed, http_ok, tcp_open
 from edgecloud.testbed.settings import TestbedSettings
 from edgecloud.testbed.summary import summarize
 
@@ -197,8 +197,9 @@ def _service(
 
 def _start_all(processes: list[ManagedProcess]) -> None:
     for process in processes:
-        print(f"[testbed] starting {process.name} (log: {process.log_path})", flush=True)
         process.start()
+        pid = process.popen.pid if process.popen is not None else None
+        print(f"[testbed] starting {process.name} (pid {pid}, log: {process.log_path})", flush=True)
     for process in processes:
         last_report = [0.0]
 
@@ -233,12 +234,17 @@ def _print_urls(settings: TestbedSettings) -> None:
         print(f"[testbed]   {name:<10} {url:<40} {note}", flush=True)
 
 
-def _watch(processes: list[ManagedProcess], settings: TestbedSettings) -> None:
-    """Until a process dies: every ``summary_every_s``, a one-line summary of new traffic."""
+def _watch(processes: list[ManagedProcess], settings: TestbedSettings) -> NoReturn:
+    """Until stopped: restart a process that died (with back-off), and every ``summary_every_s`` print a
+    one-line summary of new traffic."""
     gateway = f"http://127.0.0.1:{settings.gateway_port}/metrics"
     air = f"http://127.0.0.1:{settings.air_port}/metrics"
+    backoffs = {process.name: Backoff() for process in processes}
     last_line, next_summary = "", time.monotonic()
-    while all(process.running for process in processes):
+    while True:
+        for process in processes:
+            if not process.running:
+                _restart(process, backoffs[process.name])
         if time.monotonic() >= next_summary:
             next_summary += settings.summary_every_s
             with contextlib.suppress(httpx.HTTPError):
@@ -249,7 +255,25 @@ def _watch(processes: list[ManagedProcess], settings: TestbedSettings) -> None:
         time.sleep(1.0)
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _restart(process: ManagedProcess, backoff: Backoff) -> None:
+    """Start a dead process again after its back-off; one that does not come up is tried again later."""
+    code = process.popen.returncode if process.popen is not None else None
+    delay = backoff.next_delay(time.monotonic())
+    print(f"[testbed] {process.name} exited with code {code}; restart {backoff.restarts} in {delay:g} s | "
+          f"{process.last_log_line()[:100]}", flush=True)  # fmt: skip
+    time.sleep(delay)
+    process.stop()  # whatever it left behind
+    process.start()
+    try:
+        took = process.wait_healthy()
+    except ProcessFailed as failure:
+        print(f"[testbed] {process.name} did not come back: {str(failure).splitlines()[0]}", flush=True)
+        process.stop()
+        return
+    print(f"[testbed] {process.name} healthy again after {took:.1f} s", flush=True)
+
+
+def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
@@ -257,7 +281,9 @@ def run(settings: TestbedSettings) -> int:
     keys = ServiceKeys.generate()
     keys.write(settings.state_dir / KEYS_FILE)
     processes = plan(settings, keys)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # Both, explicitly: a shell starts a background job with SIGINT ignored, and Python keeps it so.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _stop_on_signal)
     try:
         _start_all(processes)
         _print_urls(settings)
@@ -270,9 +296,6 @@ def run(settings: TestbedSettings) -> int:
             return 0
         print("[testbed] ready; press Ctrl-C to stop", flush=True)
         _watch(processes, settings)
-        dead = [process for process in processes if not process.running]
-        print(f"[testbed] {dead[0].name} stopped unexpectedly:\n{dead[0].log_tail()}", flush=True)
-        return 1
     except ProcessFailed as failure:
         print(f"[testbed] {failure}", flush=True)
         return 1

@@ -56,6 +56,27 @@ def tcp_open(port: int, host: str = "127.0.0.1") -> HealthCheck:
     return check
 
 
+@dataclass
+class Backoff:
+    """When to restart a process that died: 1 s, 2 s, 4 s ... up to ``max_s`` (ours); from 1 s again once
+    it stayed up ``stable_s``. So a crash costs a second, and a crash loop cannot spin the machine."""
+
+    first_s: float = 1.0
+    max_s: float = 30.0
+    stable_s: float = 60.0
+    restarts: int = 0
+    _next_s: float = field(default=0.0, init=False)
+    _restarted_at: float | None = field(default=None, init=False)
+
+    def next_delay(self, now: float) -> float:
+        if self._restarted_at is None or now - self._restarted_at >= self.stable_s:
+            self._next_s = self.first_s
+        delay, self._next_s = self._next_s, min(self.max_s, 2 * self._next_s)
+        self._restarted_at = now + delay
+        self.restarts += 1
+        return delay
+
+
 class ProcessFailed(RuntimeError):
     """A process exited or did not become healthy in time; the message ends with its log's tail."""
 
