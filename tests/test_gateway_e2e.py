@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -356,3 +357,25 @@ def test_a_named_model_is_never_replaced_and_a_client_error_is_not_retried(tmp_p
     finally:
         gateway.stop()
         edge.stop()
+
+
+def test_a_client_that_hangs_up_mid_upload_costs_one_log_line_and_json_logs_parse(tmp_path):
+    """Before: about 120 lines of tracebacks per client that hung up mid-upload."""
+    gateway, url = start_gateway(tmp_path, log_format="json", classify_prompts="false")
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(3):
+            with socket.create_connection((host, int(port))) as connection:
+                connection.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json"
+                                   b"\r\nContent-Length: 1000\r\n\r\n{\"model\": ")  # fmt: skip
+                time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while gateway.log_path.read_text().count("client disconnected") < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        gateway.stop()
+    lines = gateway.log_path.read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line, uvicorn's too, is one JSON object
+    disconnects = [entry for entry in entries if "client disconnected" in entry["message"]]
+    assert len(disconnects) == 3 and {entry["level"] for entry in disconnects} == {"INFO"}
+    assert not [entry for entry in entries if "exception" in entry or "Traceback" in entry["message"]]

@@ -13,8 +13,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from edgecloud.core.protocol import ErrorInfo, ErrorResponse
 
@@ -161,6 +162,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         body = error_body(str(exc.detail), _status_error_type(exc.status_code))
         return error_response(exc.status_code, body, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_left(request: Request, _: ClientDisconnect) -> Response:
+        """A client that hangs up mid-upload is expected behaviour: one line, no traceback, nobody to answer."""
+        logger.info("client disconnected before its request was complete: %s %s", request.method, request.url.path)
+        return Response(status_code=HTTPStatus.BAD_REQUEST)
 
     @app.exception_handler(Exception)
     async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:

@@ -20,6 +20,7 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on; loopback unless deployed.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     log_level: LogLevel = Field("info", description="Log level of the service and of uvicorn.")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as text, or one JSON object each.")
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted, chunked or not (413 above)."
     )
