@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -379,3 +380,46 @@ def test_a_client_that_hangs_up_mid_upload_costs_one_log_line_and_json_logs_pars
     disconnects = [entry for entry in entries if "client disconnected" in entry["message"]]
     assert len(disconnects) == 3 and {entry["level"] for entry in disconnects} == {"INFO"}
     assert not [entry for entry in entries if "exception" in entry or "Traceback" in entry["message"]]
+
+
+def open_descriptors(server) -> int:
+    popen = server.process.popen
+    assert popen is not None
+    return len(os.listdir(f"/proc/{popen.pid}/fd"))
+
+
+def test_slow_loris_connections_neither_exhaust_descriptors_nor_lock_others_out(tmp_path):
+    """Before: 5,000 idle or slow connections were all held; 20,200 exhausted the descriptors, requests failed."""
+    cap, flood, header_timeout_s = 300, 2000, 8.0
+    edge, edge_url = start_simulator(tmp_path, "zero")
+    gateway, url = start_gateway(
+        tmp_path, edge_url=edge_url, edge_model="zero", classify_prompts="false",
+        max_connections=str(cap), header_timeout_s=str(header_timeout_s),
+    )  # fmt: skip
+    host, port = url.removeprefix("http://").split(":")
+    idle: list[socket.socket] = []
+    try:
+        baseline = open_descriptors(gateway)
+        started = time.monotonic()
+        for index in range(flood):  # half send nothing, half a request line and then nothing more
+            connection = socket.create_connection((host, int(port)))
+            if index % 2:
+                connection.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n")
+            idle.append(connection)
+        peak = open_descriptors(gateway)
+        body = {"model": "zero", "messages": MESSAGES, "max_tokens": 4}
+        answered = sum(httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10).status_code == 200
+                       for _ in range(100))  # fmt: skip
+        peak = max(peak, open_descriptors(gateway))
+        assert time.monotonic() - started < header_timeout_s  # all of it while the flood was still open
+        assert answered >= 99, answered
+        assert peak <= baseline + cap + 10, (baseline, peak)
+        time.sleep(header_timeout_s + 1)  # what the cap did not close, the header deadline does
+        assert open_descriptors(gateway) <= baseline + 10
+    finally:
+        for connection in idle:
+            connection.close()
+        gateway.stop()
+        edge.stop()
+    log = gateway.log_path.read_text()
+    assert "connections open (the cap)" in log and "request headers took over 8 s" in log

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import uvicorn
 from fastapi import FastAPI
 
+from edgecloud.core.connections import guarded_protocol
 from edgecloud.core.errors import install_error_handlers
 from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.settings import ServerSettings
@@ -64,7 +65,13 @@ def serve(app: FastAPI, settings: ServerSettings) -> None:
     handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_LOG_FORMAT))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, log_config=None
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=None,
+        http=guarded_protocol(settings.header_timeout_s, settings.max_connections),
     )
 
 

@@ -21,6 +21,16 @@ class ServerSettings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     log_level: LogLevel = Field("info", description="Log level of the service and of uvicorn.")
     log_format: Literal["text", "json"] = Field("text", description="Log lines as text, or one JSON object each.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Longest time a request's headers may take to arrive (slow-loris); ours."
+    )
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        description="Open client connections at most; at the cap an idle one makes room, else a new one is "
+        "refused (core.connections). Ours: a quarter of this machine's 20,000 descriptors per process, with room "
+        "for the upstream pool.",
+    )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted, chunked or not (413 above)."
     )
