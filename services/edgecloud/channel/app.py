@@ -11,10 +11,11 @@ from edgecloud.channel.service import AirService, Answer
 from edgecloud.channel.settings import ChannelSettings
 from edgecloud.core.auth import require_service_key
 from edgecloud.core.metrics import add_liveness_and_metrics_routes
+from edgecloud.core.openapi import install_openapi
+from edgecloud.core.protocol import GENERATION_REQUESTS
 from edgecloud.core.server import listen_overrides, serve, service_app
 from edgecloud.core.streaming import WatchedStreamingResponse
 
-GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -35,7 +36,7 @@ def create_app(settings: ChannelSettings) -> FastAPI:
         answer = await air.forward("POST", raw.url.path, await raw.body(), raw.headers, client_host, raw.state.arrived)
         return _to_response(answer)
 
-    for path in GENERATION_PATHS:
+    for path in GENERATION_REQUESTS:
         app.add_api_route(path, _generate, methods=["POST"], summary=f"OpenAI {path}, paced over the air")
 
     @app.get("/v1/models")
@@ -61,6 +62,7 @@ def create_app(settings: ChannelSettings) -> FastAPI:
         return raw.app.state.service.cell_report()
 
     add_liveness_and_metrics_routes(app, service.metrics.registry)
+    install_openapi(app, GENERATION_REQUESTS, streams=frozenset(GENERATION_REQUESTS))
     return app
 
 

@@ -15,8 +15,8 @@ class ChannelWireModel(BaseModel):
 class UePlacement(ChannelWireModel):
     """Where to put a user, metres from the serving site (``PUT /v1/ues/{user_id}``)."""
 
-    x_m: float = Field(description="East of the serving site, metres.")
-    y_m: float = Field(description="North of the serving site, metres.")
+    x_m: float = Field(strict=True, description="East of the serving site, metres.")
+    y_m: float = Field(strict=True, description="North of the serving site, metres.")
 
 
 class UeReport(ChannelWireModel):

@@ -145,6 +145,13 @@ class CompletionRequest(_GenerationRequest):
         return ""
 
 
+GENERATION_REQUESTS: dict[str, type[BaseModel]] = {
+    "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/completions": CompletionRequest,
+}
+"""The OpenAI generation endpoints every front (gateway, air interface, simulator) serves, and their bodies."""
+
+
 # --- responses ---------------------------------------------------------------------------------
 
 

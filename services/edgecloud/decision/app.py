@@ -17,8 +17,10 @@ from edgecloud.core.auth import require_service_key
 from edgecloud.core.errors import install_error_handlers
 from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import metrics_response
+from edgecloud.core.openapi import install_openapi
 from edgecloud.core.server import listen_overrides, serve
 from edgecloud.decision.metrics import DecisionMetrics
+from edgecloud.decision.policies.base import live_policy_names
 from edgecloud.decision.pool import ExperiencePool
 from edgecloud.decision.protocol import (
     CELL_PATTERN,
@@ -28,8 +30,8 @@ from edgecloud.decision.protocol import (
     ExperienceRequest,
     ExperienceResponse,
     PoolResponse,
+    PromptQuery,
     PromptResponse,
-    TaskFields,
 )
 from edgecloud.decision.redis_pool import RedisExperiencePool
 from edgecloud.decision.resilient_pool import ResilientExperiencePool
@@ -38,7 +40,7 @@ from edgecloud.decision.service import DecisionService
 from edgecloud.decision.settings import DecisionSettings
 
 Cell = Annotated[str, Query(pattern=CELL_PATTERN)]
-PolicyName = Annotated[str, Query(pattern=POLICY_PATTERN)]
+PolicyName = Annotated[str, Query(pattern=POLICY_PATTERN, json_schema_extra={"enum": live_policy_names()})]
 
 
 def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, scorer: Scorer | None = None) -> FastAPI:
@@ -76,6 +78,7 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_openapi(app)
 
     def service_key(authorization: Annotated[str | None, Header()] = None) -> None:
         require_service_key(authorization, settings.service_api_key, "decision service key", open_when_unset=True)
@@ -101,7 +104,7 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
         return {"cell": cell, "policy": policy, "version": version}
 
     @app.get("/v1/prompt", dependencies=[Depends(service_key)])
-    async def prompt(request: Request, task: Annotated[TaskFields, Query()]) -> PromptResponse:
+    async def prompt(request: Request, task: Annotated[PromptQuery, Query()]) -> PromptResponse:
         return await request.app.state.service.prompt(task)
 
     @app.get("/health")

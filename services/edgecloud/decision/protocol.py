@@ -7,12 +7,13 @@ Unknown fields are refused (a typo must not pass silently), and delays must be f
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgecloud.decision.experience import Evaluation, Experience
 from edgecloud.decision.keywords import Action, ServiceType
-from edgecloud.decision.policies.base import DecisionSource
+from edgecloud.decision.policies.base import DecisionSource, live_policy_names
 from edgecloud.decision.replay import ReplayOutcome
 
 CELL_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -33,11 +34,30 @@ class DecisionModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _live_policies(schema: dict[str, Any]) -> None:
+    """The document lists the policies this service runs (read when the document is made)."""
+    schema["enum"] = live_policy_names()
+
+
 class TaskFields(DecisionModel):
     service_type: ServiceType = Field(description="x, eq. 8: the request's service type.")
     estimated_tokens: int = Field(ge=1, le=MAX_TOKENS, description="x, eq. 8: estimated output tokens.")
     cell: str = Field("cell-0", pattern=CELL_PATTERN, description="Base station whose pool is used.")
-    policy: str = Field("icl", pattern=POLICY_PATTERN, description="Policy name (see GET /health).")
+    policy: str = Field(
+        "icl", pattern=POLICY_PATTERN, json_schema_extra=_live_policies, description="Policy name (see GET /health)."
+    )
+
+
+def _prompted_policies(schema: dict[str, Any]) -> None:
+    schema["enum"] = live_policy_names(prompted_only=True)
+
+
+class PromptQuery(TaskFields):
+    """``GET /v1/prompt``: x, and a policy that decides from a prompt."""
+
+    policy: str = Field(
+        "icl", pattern=POLICY_PATTERN, json_schema_extra=_prompted_policies, description="An ICL policy's name."
+    )
 
 
 class DecisionRequest(TaskFields):
@@ -59,9 +79,14 @@ class DecisionResponse(DecisionModel):
 
 class ExperienceRequest(TaskFields):
     decision: Action = Field(description="The action that was taken (alpha of eq. 1).")
-    transmission_s: float = Field(ge=0, le=86_400, allow_inf_nan=False, description="Measured t_tran (eq. 1).")
-    generation_s: float = Field(ge=0, le=86_400, allow_inf_nan=False, description="Measured t_gen (eq. 3).")
-    quality_met: bool = Field(description="Whether the serving model met the required quality (4e).")
+    # Strict numbers and booleans: ``false`` is no delay and ``"true"`` no outcome.
+    transmission_s: float = Field(
+        ge=0, le=86_400, allow_inf_nan=False, strict=True, description="Measured t_tran (eq. 1)."
+    )
+    generation_s: float = Field(
+        ge=0, le=86_400, allow_inf_nan=False, strict=True, description="Measured t_gen (eq. 3)."
+    )
+    quality_met: bool = Field(strict=True, description="Whether the serving model met the required quality (4e).")
     source: DecisionSource | None = Field(None, description="Where the decision came from, for the audit log.")
     request_id: str | None = Field(None, max_length=128)
 

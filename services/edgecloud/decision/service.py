@@ -19,7 +19,14 @@ from edgecloud.decision.exploration import EpsilonGreedy, make_schedule
 from edgecloud.decision.keywords import TaskState
 from edgecloud.decision.llm_endpoint import CannotScore, ScoringError
 from edgecloud.decision.metrics import DecisionMetrics
-from edgecloud.decision.policies.base import POLICY_REGISTRY, Decision, DecisionContext, Policy
+from edgecloud.decision.policies.base import (
+    EXPERIMENT_ONLY,
+    POLICY_REGISTRY,
+    Decision,
+    DecisionContext,
+    Policy,
+    live_policy_names,
+)
 from edgecloud.decision.policies.icl import IclPolicy, IclSetup, LatestIclPolicy
 from edgecloud.decision.pool import ExperiencePool, PoolNamespace
 from edgecloud.decision.prompt import candidate_completions
@@ -44,8 +51,6 @@ logger = logging.getLogger(__name__)
 # about 2 minutes on 2 cores when the testbed starts it beside this service).
 WARM_UP_RETRY_S = 1.0
 WARM_UP_WINDOW_S = 900.0
-# Policies that need what only an experiment knows (the true outcome of both actions).
-EXPERIMENT_ONLY = frozenset({"oracle"})
 
 
 class DecisionService:
@@ -73,7 +78,7 @@ class DecisionService:
 
     @staticmethod
     def policy_names() -> list[str]:
-        return sorted(name for name in POLICY_REGISTRY if name not in EXPERIMENT_ONLY)
+        return live_policy_names()
 
     def policy(self, namespace: PoolNamespace) -> Policy:
         if namespace not in self._policies:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from edgecloud.core.metrics import add_liveness_and_metrics_routes
-from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
+from edgecloud.core.openapi import install_openapi
+from edgecloud.core.protocol import GENERATION_REQUESTS, ChatCompletionRequest, CompletionRequest, ModelList
 from edgecloud.core.server import listen_overrides, serve, service_app
 from edgecloud.core.streaming import WatchedStreamingResponse
 from edgecloud.gateway.metrics import GatewayMetrics
@@ -47,11 +48,6 @@ def _hints(raw: Request) -> RequestHints:
     )
 
 
-def _request_body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
 def create_app(settings: GatewaySettings) -> FastAPI:
     service = GatewayService(settings, GatewayMetrics())
     app = service_app("edgecloud gateway", service, settings.max_body_bytes)
@@ -66,12 +62,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     # Bodies are parsed in the handler rather than declared as parameters: FastAPI's dependency
     # machinery cost about 8% of the gateway's CPU per request (BENCHMARKS.md). The schemas stay in
-    # the OpenAPI document through ``openapi_extra``.
-    @app.post("/v1/chat/completions", openapi_extra=_request_body_schema(ChatCompletionRequest))
+    # the OpenAPI document through ``install_openapi``.
+    @app.post("/v1/chat/completions")
     async def chat_completions(raw: Request) -> Response:
         return await _generate(raw, Endpoint.CHAT, ChatCompletionRequest)
 
-    @app.post("/v1/completions", openapi_extra=_request_body_schema(CompletionRequest))
+    @app.post("/v1/completions")
     async def completions(raw: Request) -> Response:
         return await _generate(raw, Endpoint.COMPLETIONS, CompletionRequest)
 
@@ -87,6 +83,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return raw.app.state.service.models()
 
     add_liveness_and_metrics_routes(app, service.metrics.registry)
+    install_openapi(app, GENERATION_REQUESTS, streams=frozenset(GENERATION_REQUESTS))
     return app
 
 

@@ -17,5 +17,5 @@ class AirReport(BaseModel):
 
     request_id: str = Field(min_length=1, max_length=MAX_REQUEST_ID_LENGTH)
     transmission_s: float = Field(
-        ge=0, le=86_400, allow_inf_nan=False, description="t_tran of eq. 1 as measured over the air."
+        ge=0, le=86_400, allow_inf_nan=False, strict=True, description="t_tran of eq. 1 as measured over the air."
     )

@@ -16,7 +16,14 @@ from starlette.types import Receive, Scope, Send
 from edgecloud.core.errors import install_error_handlers
 from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import metrics_response
-from edgecloud.core.protocol import SERVICE_TYPE_HEADER, ChatCompletionRequest, CompletionRequest, ModelList
+from edgecloud.core.openapi import install_openapi
+from edgecloud.core.protocol import (
+    GENERATION_REQUESTS,
+    SERVICE_TYPE_HEADER,
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelList,
+)
 from edgecloud.core.server import serve
 from edgecloud.core.sse import SSE_MEDIA_TYPE
 from edgecloud.llmsim.failures import StreamAborted
@@ -50,6 +57,7 @@ def create_app(settings: LLMSimSettings) -> FastAPI:
     app.state.service = SimulatorService.from_settings(settings, registry)
     install_error_handlers(app)
     app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_openapi(app, streams=frozenset(GENERATION_REQUESTS))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:

@@ -52,6 +52,7 @@ class Decision:
 
 class Policy(ABC):
     name: ClassVar[str]
+    uses_prompt: ClassVar[bool] = False  # decides from a meta-prompt (GET /v1/prompt shows it)
 
     @abstractmethod
     async def choose(self, state: TaskState, context: DecisionContext) -> Decision:
@@ -68,6 +69,17 @@ class Policy(ABC):
 
 
 POLICY_REGISTRY: dict[str, type[Policy]] = {}
+# Policies that need what only an experiment knows (the true outcome of both actions).
+EXPERIMENT_ONLY = frozenset({"oracle"})
+
+
+def live_policy_names(prompted_only: bool = False) -> list[str]:
+    """The policies a running decision service serves (``prompted_only``: those that decide from a prompt)."""
+    return sorted(
+        name
+        for name, policy in POLICY_REGISTRY.items()
+        if name not in EXPERIMENT_ONLY and (policy.uses_prompt or not prompted_only)
+    )
 
 
 def register(policy: type[Policy]) -> type[Policy]:

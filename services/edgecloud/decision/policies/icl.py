@@ -70,6 +70,7 @@ class PromptView:
 @register
 class IclPolicy(Policy):
     name = "icl"
+    uses_prompt = True
 
     def __init__(self, setup: IclSetup):
         self.setup = setup
