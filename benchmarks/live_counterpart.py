@@ -15,17 +15,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
+from testbed_process import ROOT, start_testbed
 
 from edgecloud.channel.settings import ChannelSettings
 from edgecloud.decision.keywords import Action, ServiceType
@@ -35,42 +31,12 @@ from edgecloud.experiments.system import EdgeCloudSystem, Served
 from edgecloud.experiments.workload import Task
 from edgecloud.gateway.quality import QualityTable
 from edgecloud.llmsim.profiles import load_profiles
-from edgecloud.testbed.processes import free_port
 from edgecloud.testbed.settings import TestbedSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-READY_LINE = "[testbed] ready"
-TESTBED_START_TIMEOUT_S = 120.0
 ROUTE_ACTION = {"edge": Action.LOCAL, "cloud": Action.OFFLOAD}
 PERCENTILES = (50, 90)
 PREDICTION_SEED = 0
 MS_PER_S = 1000.0
-
-
-def start_testbed(state_dir: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
-    ports = {name: free_port() for name in ("air", "gateway", "edge", "cloud", "decision", "redis")}
-    env = {f"TESTBED_{name.upper()}_PORT": str(port) for name, port in ports.items()}
-    env["TESTBED_STATE_DIR"] = str(state_dir)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edgecloud.testbed", "--sim"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + TESTBED_START_TIMEOUT_S
-    assert process.stdout is not None
-    for line in process.stdout:
-        print(line, end="", flush=True)
-        if READY_LINE in line:
-            # Keep reading (the testbed prints a summary every 10 s) so a full pipe never blocks it.
-            threading.Thread(target=shutil.copyfileobj, args=(process.stdout, sys.stdout), daemon=True).start()
-            return process, ports
-        if time.monotonic() > deadline:
-            break
-    process.kill()
-    raise SystemExit("the testbed did not become ready; see its output above")
 
 
 def run_loadgen(air_port: int, config: ExperimentConfig, args: argparse.Namespace, output_dir: Path) -> None:
@@ -178,12 +144,11 @@ def main() -> None:
     config = ExperimentConfig.load()
     if not args.compare_only:
         with tempfile.TemporaryDirectory(prefix="live-testbed-") as state:
-            testbed, ports = start_testbed(Path(state))
+            testbed = start_testbed(Path(state))
             try:
-                run_loadgen(ports["air"], config, args, args.output_dir / "loadgen")
+                run_loadgen(testbed.ports["air"], config, args, args.output_dir / "loadgen")
             finally:
-                testbed.send_signal(signal.SIGINT)
-                testbed.wait(timeout=60)
+                testbed.stop()
     rows = read_requests(args.output_dir / "loadgen" / "requests.csv")
     params = RewardParams(config.decision.target_delay_s, config.decision.quality_penalty)
     table = compare(rows, predict(rows, TestbedSettings()), params)

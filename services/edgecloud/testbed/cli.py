@@ -195,11 +195,15 @@ def _service(
     )
 
 
+def _start(process: ManagedProcess) -> None:
+    process.start()
+    pid = process.popen.pid if process.popen is not None else None
+    print(f"[testbed] starting {process.name} (pid {pid}, log: {process.log_path})", flush=True)
+
+
 def _start_all(processes: list[ManagedProcess]) -> None:
     for process in processes:
-        process.start()
-        pid = process.popen.pid if process.popen is not None else None
-        print(f"[testbed] starting {process.name} (pid {pid}, log: {process.log_path})", flush=True)
+        _start(process)
     for process in processes:
         last_report = [0.0]
 
@@ -263,7 +267,7 @@ def _restart(process: ManagedProcess, backoff: Backoff) -> None:
           f"{process.last_log_line()[:100]}", flush=True)  # fmt: skip
     time.sleep(delay)
     process.stop()  # whatever it left behind
-    process.start()
+    _start(process)
     try:
         took = process.wait_healthy()
     except ProcessFailed as failure:
