@@ -223,3 +223,10 @@ async def test_an_unexpected_llm_error_still_gives_a_decision(client, scorer):
     answer = await client.post("/v1/decisions", json=DECIDE)
     assert answer.status_code == 200
     assert answer.json()["source"] == "fallback"
+
+
+async def test_metrics_need_the_metrics_key_when_one_is_set(scorer):
+    async with make_client(scorer, metrics_api_key="scrape-key") as client:
+        assert (await client.get("/metrics")).status_code == 401
+        assert (await client.get("/metrics", headers={"authorization": "Bearer scrape-key"})).status_code == 200
+        assert (await client.get("/health")).status_code == 200  # liveness stays public

@@ -61,7 +61,7 @@ def create_app(settings: ChannelSettings) -> FastAPI:
     async def cell(raw: Request) -> CellReport:
         return raw.app.state.service.cell_report()
 
-    add_liveness_and_metrics_routes(app, service.metrics.registry)
+    add_liveness_and_metrics_routes(app, service.metrics.registry, settings.metrics_api_key)
     install_openapi(app, GENERATION_REQUESTS, streams=frozenset(GENERATION_REQUESTS))
     return app
 

@@ -8,9 +8,14 @@ INTER_TOKEN_LATENCY_BUCKETS, REQUEST_LATENCY_BUCKETS), used by ``vllm:time_to_fi
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Annotated
+
+from fastapi import FastAPI, Header
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr
 from starlette.responses import JSONResponse, Response
+
+from edgecloud.core.auth import require_key
 
 TTFT_BUCKETS: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
@@ -26,18 +31,23 @@ REQUEST_LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
-def metrics_response(registry: CollectorRegistry) -> Response:
-    """The Prometheus text exposition of ``registry``, for a ``GET /metrics`` route."""
+def metrics_response(
+    registry: CollectorRegistry, authorization: str | None = None, key: SecretStr | None = None
+) -> Response:
+    """The Prometheus text exposition of ``registry``, for a ``GET /metrics`` route; with ``key`` set, only
+    for a scraper that presents it (Prometheus: ``authorization.credentials``)."""
+    if key is not None:
+        require_key(authorization, [key], "metrics key")
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def add_liveness_and_metrics_routes(app: FastAPI, registry: CollectorRegistry) -> None:
-    """``GET /health`` (the process answers) and ``GET /metrics`` (``registry``), for the simpler services."""
+def add_liveness_and_metrics_routes(app: FastAPI, registry: CollectorRegistry, key: SecretStr | None = None) -> None:
+    """``GET /health`` (the process answers; public) and ``GET /metrics`` (``registry``; ``key`` if set)."""
 
     @app.get("/health")
     async def health() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return metrics_response(registry)
+    async def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
+        return metrics_response(registry, authorization, key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -30,6 +30,9 @@ class ServerSettings(BaseSettings):
         description="Open client connections at most; at the cap an idle one makes room, else a new one is "
         "refused (core.connections). Ours: a quarter of this machine's 20,000 descriptors per process, with room "
         "for the upstream pool.",
+    )
+    metrics_api_key: SecretStr | None = Field(
+        None, description="Key a scraper presents for GET /metrics; unset: open (a Prometheus beside it)."
     )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted, chunked or not (413 above)."

@@ -113,8 +113,8 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
         return {"status": "ok", "policies": service.policy_names(), "llm_warm_up": service.warm_up_state}
 
     @app.get("/metrics")
-    async def metrics_endpoint(request: Request) -> Response:
-        return metrics_response(request.app.state.service.metrics.registry)
+    async def metrics_endpoint(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+        return metrics_response(request.app.state.service.metrics.registry, authorization, settings.metrics_api_key)
 
     return app
 

@@ -82,7 +82,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         raw.app.state.service.authorize(authorization)
         return raw.app.state.service.models()
 
-    add_liveness_and_metrics_routes(app, service.metrics.registry)
+    add_liveness_and_metrics_routes(app, service.metrics.registry, settings.metrics_api_key)
     install_openapi(app, GENERATION_REQUESTS, streams=frozenset(GENERATION_REQUESTS))
     return app
 

@@ -76,7 +76,8 @@ def create_app(settings: LLMSimSettings) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
-        return metrics_response(request.app.state.registry)
+        authorization = request.headers.get("authorization")
+        return metrics_response(request.app.state.registry, authorization, settings.metrics_api_key)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
