@@ -55,10 +55,11 @@ class TestbedProcess:
             self.pids[CHILD_OF_LINE.get(name, name)] = int(line.split("(pid ", 1)[1].split(",")[0])
 
 
-def start_testbed(state_dir: Path, *flags: str, echo: bool = True) -> TestbedProcess:
-    """``python -m edgecloud.testbed`` with ``flags`` (default ``--sim``) on free ports, once it is ready."""
+def start_testbed(state_dir: Path, *flags: str, echo: bool = True, env: dict[str, str] | None = None) -> TestbedProcess:
+    """``python -m edgecloud.testbed`` with ``flags`` (default ``--sim``) on free ports, once it is ready;
+    ``env`` reaches the testbed's children too (``GATEWAY_*`` settings, for example)."""
     ports = {name: free_port() for name in SERVICES}
-    env = {f"TESTBED_{name.upper()}_PORT": str(port) for name, port in ports.items()}
+    env = {**(env or {}), **{f"TESTBED_{name.upper()}_PORT": str(port) for name, port in ports.items()}}
     env["TESTBED_STATE_DIR"] = str(state_dir)
     process = subprocess.Popen(
         [sys.executable, "-m", "edgecloud.testbed", *(flags or ("--sim",))],
