@@ -154,7 +154,7 @@ def start_gateway(log_dir: Path, **settings: str) -> tuple[ServerProcess, str]:
     Without a decision service or Redis unless ``settings`` name them: ``edgecloud-auto`` then takes
     the default route, and output lengths are kept in memory.
     """
-    settings = {"decision_url": "", "lengths_redis_url": "", **settings}
+    settings = {"decision_url": "", "lengths_redis_url": "", "limits_redis_url": "", **settings}
     server = start_service("gateway", log_dir, **settings)
     return server, server.base_url
 

@@ -56,8 +56,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         raw: Request, endpoint: Endpoint, model: type[ChatCompletionRequest | CompletionRequest]
     ) -> Response:
         gateway: GatewayService = raw.app.state.service
-        gateway.authorize(raw.headers.get("authorization"))
-        relay = await gateway.generate(endpoint, await _parse(raw, model), _hints(raw), arrived=raw.state.arrived)
+        client = gateway.authorize(raw.headers.get("authorization"))
+        request = await _parse(raw, model)
+        relay = await gateway.generate(endpoint, request, _hints(raw), arrived=raw.state.arrived, client=client)
         return _to_response(relay)
 
     # Bodies are parsed in the handler rather than declared as parameters: FastAPI's dependency

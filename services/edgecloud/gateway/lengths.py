@@ -30,23 +30,21 @@ skipped, rather than counting an outage's lengths twice in every replica's media
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import statistics
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
+from edgecloud.core.redis_guard import RedisGuard
 from edgecloud.decision.keywords import ServiceType, token_bin
 
 logger = logging.getLogger(__name__)
@@ -73,10 +71,6 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
 end
 return 0
 """
-# Errors that mean "Redis is not there or not answering"; anything else is a bug and is raised.
-UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
-
-T = TypeVar("T")
 
 
 class EstimateSource(StrEnum):
@@ -153,24 +147,26 @@ class OutputLengthEstimator:
             raise ValueError(f"min_observations must be in [1, window={window}], got {min_observations}")
         if max_tokens_cap is not None and max_tokens_cap < 1:
             raise ValueError(f"max_tokens_cap must be at least 1, got {max_tokens_cap}")
-        if timeout_s <= 0 or retry_interval_s < 0:
-            raise ValueError("timeout_s must be positive and retry_interval_s not negative")
         self.redis_url = redis_url
         self.priors = dict(priors)
         self.key_prefix = key_prefix
         self.window = window
         self.min_observations = min_observations
         self.max_tokens_cap = max_tokens_cap
-        self.timeout_s = timeout_s
-        self.retry_interval_s = retry_interval_s
-        self._clock = clock
+        self._redis = RedisGuard(
+            "output-length store",
+            "estimating from this replica's observations",
+            timeout_s,
+            retry_interval_s,
+            before=self._flush,
+            log=logger,
+            clock=clock,
+        )
         self._client: aioredis.Redis | None = None
         self._local: dict[ServiceType, deque[int]] = {t: deque(maxlen=window) for t in ServiceType}
         self._pending: dict[ServiceType, deque[int]] = {t: deque(maxlen=window) for t in ServiceType}
         self._unconfirmed: _Batch | None = None  # a batch sent to Redis whose reply never came
         self._push_once: AsyncScript | None = None  # FLUSH_ONCE_SCRIPT, registered on the client
-        self._available = True
-        self._failed_at = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -180,16 +176,16 @@ class OutputLengthEstimator:
             return
         # One immediate retry, no backoff: it reconnects a pooled connection that a Redis restart left
         # dead (else the first call after every restart looks like an outage); redis-py's default
-        # backoff would hold a request for seconds. The deadline in ``_through`` bounds both tries.
+        # backoff would hold a request for seconds. The guard's deadline bounds both tries.
         self._client = aioredis.from_url(
             self.redis_url,
-            socket_timeout=self.timeout_s,
-            socket_connect_timeout=self.timeout_s,
+            socket_timeout=self._redis.timeout_s,
+            socket_connect_timeout=self._redis.timeout_s,
             retry=Retry(NoBackoff(), 1),
         )
         client = self._client
         self._push_once = client.register_script(FLUSH_ONCE_SCRIPT)
-        await self._through(lambda: client.ping())
+        await self._redis.call(lambda: client.ping())
 
     async def close(self) -> None:
         if self._client is not None:
@@ -199,7 +195,7 @@ class OutputLengthEstimator:
     @property
     def redis_available(self) -> bool:
         """True when Redis is configured, started and answered the last call."""
-        return self._client is not None and self._available
+        return self._client is not None and self._redis.available
 
     def key(self, service_type: ServiceType) -> str:
         return f"{self.key_prefix}:{service_type.value}"
@@ -233,7 +229,7 @@ class OutputLengthEstimator:
                 await pipe.execute()
             return True
 
-        if await self._through(push) is None:
+        if await self._redis.call(push) is None:
             self._pending[service_type].append(output_tokens)
 
     async def _window(self, service_type: ServiceType) -> list[int]:
@@ -241,40 +237,12 @@ class OutputLengthEstimator:
         client = self._client
         if client is not None:
             key = self.key(service_type)
-            raw = await self._through(lambda: client.lrange(key, 0, self.window - 1))
+            raw = await self._redis.call(lambda: client.lrange(key, 0, self.window - 1))
             if raw is not None:
                 values = _tokens(raw)
                 self._local[service_type] = deque(reversed(values), maxlen=self.window)
                 return values
         return list(self._local[service_type])
-
-    # --- Redis availability ------------------------------------------------------------------
-
-    async def _through(self, call: Callable[[], Awaitable[T]]) -> T | None:
-        """``call()`` on Redis after pushing what waits; None while Redis is unreachable (never raises)."""
-        if self._client is None:
-            return None
-        if not self._available and self._clock() - self._failed_at < self.retry_interval_s:
-            return None
-        try:
-            async with asyncio.timeout(2 * self.timeout_s):  # connect + command
-                await self._flush()
-                result = await call()
-        except UNAVAILABLE as error:
-            if self._available:
-                logger.warning(
-                    "output-length store (Redis) unreachable (%r): estimating from this replica's observations, "
-                    "retrying every %g s",
-                    error,
-                    self.retry_interval_s,
-                )
-            self._available = False
-            self._failed_at = self._clock()
-            return None
-        if not self._available:
-            logger.info("output-length store (Redis) reachable again")
-        self._available = True
-        return result
 
     async def _flush(self) -> None:
         """Push the observations made while Redis was down, oldest first; on failure they wait again.

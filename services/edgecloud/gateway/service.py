@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from edgecloud.classifier import PromptClassifier, prompt_text
-from edgecloud.core.auth import require_key, require_service_key
+from edgecloud.core.auth import require_service_key
 from edgecloud.core.errors import (
     BadRequestError,
     RelayedError,
@@ -35,6 +35,7 @@ from edgecloud.core.errors import (
 )
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
 from edgecloud.decision.keywords import ServiceType
+from edgecloud.gateway.clients import OPEN_CLIENT, ClientKey, ClientKeys
 from edgecloud.gateway.decisions import (
     ACTION_OF_ROUTE,
     BACKEND_DOWN,
@@ -45,6 +46,7 @@ from edgecloud.gateway.decisions import (
 )
 from edgecloud.gateway.experiences import ExperienceWriter, ServedRequest
 from edgecloud.gateway.lengths import OutputLengthEstimator
+from edgecloud.gateway.limits import RateLimiter
 from edgecloud.gateway.metrics import GatewayMetrics
 from edgecloud.gateway.protocol import MAX_REQUEST_ID_LENGTH, REQUEST_ID_HEADER, AirReport
 from edgecloud.gateway.quality import QUALITY_MET_HEADER, QualityTable
@@ -91,6 +93,7 @@ class Plan:
     decision: RouteDecision
     over_the_air: bool
     retried_from: Route | None = None
+    client: ClientKey = field(default_factory=lambda: ClientKey(OPEN_CLIENT))
 
 
 @dataclass
@@ -140,6 +143,8 @@ class GatewayService:
         self.decisions = DecisionClient(settings)
         self.health = BackendHealth(settings.backend_down_s, probe_s=settings.first_token_timeout_s)
         self.experiences = ExperienceWriter(settings, metrics)
+        self.clients = ClientKeys(settings.api_keys, settings.client_keys_file, settings.client_defaults())
+        self.limiter = RateLimiter(settings.limits_redis_url)
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -147,6 +152,7 @@ class GatewayService:
             self.classifier = await asyncio.to_thread(PromptClassifier.load)
         await self.upstream.start()
         await self.lengths.start()
+        await self.limiter.start()
         await self.decisions.start()
         await self.experiences.start()
 
@@ -154,19 +160,19 @@ class GatewayService:
         await self.experiences.close()
         await self.decisions.close()
         await self.lengths.close()
+        await self.limiter.close()
         await self.upstream.close()
 
     def models(self) -> ModelList:
         return ModelList(data=self.routes.models())
 
-    def authorize(self, authorization: str | None) -> None:
-        """Check the client's bearer key when keys are configured (constant time)."""
-        if self.settings.api_keys:
-            require_key(authorization, self.settings.api_keys, "API key")
+    def authorize(self, authorization: str | None) -> ClientKey:
+        """The client the bearer key belongs to (401 for a wrong one); the open client without keys."""
+        return self.clients.authenticate(authorization)
 
     def air_report(self, report: AirReport, authorization: str | None) -> None:
         """A transmission time from the air interface: its own key, never a client's (docs/security.md)."""
-        open_when_unset = not self.settings.api_keys
+        open_when_unset = not self.clients.required
         require_service_key(authorization, self.settings.air_report_api_key, "air-report key", open_when_unset)
         self.experiences.air_report(report)
 
@@ -242,13 +248,23 @@ class GatewayService:
         request: GenerationRequest,
         hints: RequestHints | None = None,
         arrived: float | None = None,
+        client: ClientKey | None = None,
     ) -> Relay:
-        """Serve one request; ``arrived`` is when it reached the gateway (``time.perf_counter``)."""
+        """Serve one request of ``client`` (``authorize``'s answer); ``arrived`` is when it reached the gateway
+        (``time.perf_counter``)."""
         hints = hints or RequestHints()
+        client = client or ClientKey(OPEN_CLIENT)
+        client.check(
+            pins_route=bool(hints.route) or request.model != self.routes.auto_model,
+            states_requirement=bool(hints.quality_requirement and hints.quality_requirement.strip()),
+            states_type=bool(hints.service_type or request.service_type_hint),
+        )
+        await self.limiter.admit(client)
         timing = RequestTiming() if arrived is None else RequestTiming(arrived=arrived)
         if not any(_fits(request, backend) for backend in self.routes.backends.values()):
             _check_output_limit(request, max(self.routes.backends.values(), key=lambda b: b.max_model_len))
         plan = await self._plan(request, hints)
+        plan.client = client
         backend = self.routes.backends[plan.decision.route]
         _check_output_limit(request, backend)
         pinned = plan.decision.source == CLIENT_CHOICE
@@ -365,6 +381,8 @@ class GatewayService:
         route, service_type = backend.route.value, plan.service_type.value
         self.metrics.in_flight.labels(route).dec()
         self.metrics.record(route, backend.model, service_type, timing, outcome)
+        if plan.client.tokens_per_minute is not None:
+            self._in_background(self.limiter.spend(plan.client, timing.prompt_tokens + timing.output_tokens))
         if outcome != StreamOutcome.SUCCESS:
             return
         quality_met = self.quality.meets(backend.model, plan.service_type, plan.requirement)

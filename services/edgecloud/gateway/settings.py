@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from edgecloud.core.settings import ServerSettings, http_url
+from edgecloud.gateway.clients import ClientDefaults
 from edgecloud.gateway.quality import DEFAULT_QUALITY_FILE
 
 
@@ -50,7 +51,22 @@ class GatewaySettings(ServerSettings):
     )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
-        description="Keys clients must present as 'Authorization: Bearer'; empty means open (local testbed).",
+        description="Keys clients must present as 'Authorization: Bearer'; with no client_keys_file either, the "
+        "gateway is open (local testbed).",
+    )
+    client_keys_file: Path | None = Field(
+        None, description="YAML of client keys by SHA-256, each with its own limits and permissions (clients.py)."
+    )
+    client_requests_per_minute: int | None = Field(None, ge=1, description="Default budget per key; unset: none.")
+    client_tokens_per_minute: int | None = Field(
+        None, ge=1, description="Default prompt + completion tokens per key and minute; unset: none."
+    )
+    client_may_pin_route: bool = Field(True, description="Default: a key may send x-route or name a backend model.")
+    client_may_state_requirement: bool = Field(True, description="Default: a key may send x-quality-requirement.")
+    client_may_state_type: bool = Field(True, description="Default: a key may state its service type.")
+    limits_redis_url: str | None = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis for the per-key counters, shared by replicas; empty: each replica counts alone.",
     )
 
     decision_url: str | None = Field(
@@ -128,10 +144,19 @@ class GatewaySettings(ServerSettings):
     )
     max_upstream_connections: int = Field(1024, ge=1, description="Pooled upstream connections in total.")
 
-    @field_validator("decision_url", "lengths_redis_url")
+    @field_validator("decision_url", "lengths_redis_url", "limits_redis_url")
     @classmethod
     def _empty_is_none(cls, url: str | None) -> str | None:
         return url.rstrip("/") if url else None
+
+    def client_defaults(self) -> ClientDefaults:
+        return ClientDefaults(
+            requests_per_minute=self.client_requests_per_minute,
+            tokens_per_minute=self.client_tokens_per_minute,
+            may_pin_route=self.client_may_pin_route,
+            may_state_requirement=self.client_may_state_requirement,
+            may_state_type=self.client_may_state_type,
+        )
 
     @field_validator("edge_url", "cloud_url")
     @classmethod
