@@ -138,6 +138,7 @@ def plan(settings: TestbedSettings, keys: ServiceKeys | None = None) -> list[Man
             "GATEWAY_CLOUD_MODEL": settings.cloud_sim_profile,
             "GATEWAY_DECISION_URL": f"http://127.0.0.1:{settings.decision_port}",
             "GATEWAY_LENGTHS_REDIS_URL": redis_url,
+            "GATEWAY_LIMITS_REDIS_URL": redis_url,
             "GATEWAY_DECISION_API_KEY": keys.decision,
             "GATEWAY_AIR_REPORT_API_KEY": keys.air_report,
             "OPENBLAS_NUM_THREADS": CLASSIFIER_BLAS_THREADS,
