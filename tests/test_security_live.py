@@ -76,7 +76,11 @@ def test_experiences_pool_views_and_air_reports_need_the_services_own_keys(keyed
     # The operator's key empties a pool; the gateway's service key cannot.
     service = KEYS.bearer(KEYS.decision)
     assert httpx.delete(f"{keyed_stack.decision_url}/v1/pool", headers=service).status_code == 401
-    admin = {"authorization": f"bearer {KEYS.decision_admin}"}  # the scheme in lower case is accepted
+    bare = {"authorization": KEYS.decision_admin}  # before: a key without its scheme was taken
+    assert (
+        httpx.delete(f"{keyed_stack.decision_url}/v1/pool", params={"cell": "scratch"}, headers=bare).status_code == 401
+    )
+    admin = {"authorization": f"bearer {KEYS.decision_admin}"}  # before: refused; the scheme is case-insensitive
     assert httpx.delete(f"{keyed_stack.decision_url}/v1/pool", params={"cell": "scratch"}, headers=admin).is_success
     assert httpx.get(f"{keyed_stack.decision_url}/health").status_code == 200  # liveness stays public
 
@@ -173,3 +177,26 @@ async def test_a_client_speaks_only_for_its_own_users_and_cannot_fill_the_cell(k
     ues = httpx.get(f"{keyed_stack.air_url}/v1/ues").json()["data"]
     hostile_id = radio_user("", key=KEYS.other_client).removeprefix("@")
     assert sum(ue["user_id"].endswith(hostile_id) for ue in ues) <= USERS_PER_KEY
+
+
+def decision_counts(metrics_url: str) -> list[str]:
+    return [
+        line
+        for line in httpx.get(metrics_url).text.splitlines()
+        if line.startswith("edgecloud_decision_decisions_total{")
+    ]
+
+
+def test_an_output_limit_no_backend_can_hold_is_refused_before_the_decision(keyed_stack):
+    """Before: the decision service was asked first (0.5-2 s) and only then came the 400."""
+    decisions = f"{keyed_stack.decision_url}/metrics"
+    asked = decision_counts(decisions)
+    started = time.perf_counter()
+    refused = httpx.post(
+        f"{keyed_stack.gateway_url}/v1/chat/completions",
+        json={"model": "edgecloud-auto", "messages": [CODING], "max_tokens": 10**6},
+        headers=KEYS.bearer(KEYS.client),
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
+    assert time.perf_counter() - started < 0.5
+    assert decision_counts(decisions) == asked  # no decision was made for it
