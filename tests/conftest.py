@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -323,11 +324,18 @@ def live_redis(tmp_path_factory: pytest.TempPathFactory):
         yield server
 
 
-@pytest.fixture(scope="session")
-def live_stack(tmp_path_factory: pytest.TempPathFactory, live_redis):
-    stack = start_live_stack(tmp_path_factory.mktemp("live-stack"), live_redis.url)
+@contextlib.contextmanager
+def running_live_stack(log_dir: Path, redis_url: str, **options: Any) -> Iterator[LiveStack]:
+    """``start_live_stack`` (same arguments), stopped on leaving."""
+    stack = start_live_stack(log_dir, redis_url, **options)
     try:
         yield stack
     finally:
         for process in stack.processes.values():
             process.stop()
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory: pytest.TempPathFactory, live_redis):
+    with running_live_stack(tmp_path_factory.mktemp("live-stack"), live_redis.url) as stack:
+        yield stack

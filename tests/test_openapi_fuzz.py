@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from conftest import start_live_stack
+from conftest import running_live_stack
 from edgecloud.core.protocol import GENERATION_REQUESTS
 
 EXAMPLES = 50  # per operation: bounded, so the three documents take about a minute together
@@ -25,12 +25,8 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list
 
 @pytest.fixture(scope="module")
 def fuzzed_stack(tmp_path_factory, live_redis):
-    stack = start_live_stack(tmp_path_factory.mktemp("fuzzed-stack"), live_redis.url)
-    try:
+    with running_live_stack(tmp_path_factory.mktemp("fuzzed-stack"), live_redis.url) as stack:
         yield stack
-    finally:
-        for process in stack.processes.values():
-            process.stop()
 
 
 def fuzzer(operation: Any, mode: schemathesis.GenerationMode, excluded: list[Any]) -> Any:

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import LiveKeys, radio_user, start_live_stack
+from conftest import LiveKeys, radio_user, running_live_stack
 
 KEYS = LiveKeys()
 USERS_PER_KEY = 5
@@ -24,14 +24,9 @@ CODING = {"role": "user", "content": "Write a Python function that reverses a li
 
 @pytest.fixture(scope="module")
 def keyed_stack(tmp_path_factory, live_redis):
-    stack = start_live_stack(
-        tmp_path_factory.mktemp("keyed-stack"), live_redis.url, keys=KEYS, max_ues_per_key=str(USERS_PER_KEY)
-    )
-    try:
+    log_dir = tmp_path_factory.mktemp("keyed-stack")
+    with running_live_stack(log_dir, live_redis.url, keys=KEYS, max_ues_per_key=str(USERS_PER_KEY)) as stack:
         yield stack
-    finally:
-        for process in stack.processes.values():
-            process.stop()
 
 
 def pool(stack, cell: str) -> dict:
