@@ -7,9 +7,11 @@ client leaves), and a twentieth of the requests are bad on purpose (refused with
 ``--sample-every`` seconds it records each service's resident memory (VmRSS) and open descriptors.
 
 Passes when no request failed (an intended refusal or hang-up is not a failure; anything else, a 5xx
-or an exception, is) and each service's RSS and descriptors, measured with nothing in flight when the
-warm-up ends and again at the end, differ by at most ``--tolerance`` (descriptors: or by
-``POOL_SLACK_FDS``, whichever is more).
+or an exception, is) and each of our services' RSS and descriptors, measured with nothing in flight when
+the warm-up ends and again at the end, differ by at most ``--tolerance`` (descriptors: or by
+``POOL_SLACK_FDS``, whichever is more). Redis is reported apart: it holds the experience log, which grows
+by design up to its cap (``LOG_LENGTH`` entries per pool); what it added per logged experience says
+whether anything else grows.
 
     .venv/bin/python benchmarks/soak.py                          # 30 min + start-up; ~2 req/s
     .venv/bin/python benchmarks/soak.py --duration-s 120 --warm-up-s 30   # a short look
@@ -28,7 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 from testbed_process import ROOT, TestbedProcess, start_testbed
+
+from edgecloud.decision.pool import LOG_LENGTH
 
 RESULT = ROOT / "benchmarks" / "results" / "soak.json"
 PROMPTS = {
@@ -59,6 +64,18 @@ def sample(testbed: TestbedProcess) -> dict[str, dict[str, int]]:
         except (FileNotFoundError, ProcessLookupError, StopIteration):
             usage[service] = {"rss_kb": -1, "fds": -1}
     return usage
+
+
+async def redis_data(testbed: TestbedProcess) -> dict[str, int]:
+    """Redis's own count of the bytes it holds, its keys, and the entries of the experience logs."""
+    client = aioredis.from_url(f"redis://127.0.0.1:{testbed.ports['redis']}/0")
+    try:
+        memory = await client.info("memory")
+        logs = [key async for key in client.scan_iter(match="*:log")]
+        entries = sum([await client.xlen(key) for key in logs])
+        return {"used_memory": int(memory["used_memory"]), "keys": int(await client.dbsize()), "log_entries": entries}
+    finally:
+        await client.aclose()
 
 
 async def one_request(http: httpx.AsyncClient, testbed: TestbedProcess, rng: random.Random) -> str:
@@ -108,10 +125,11 @@ async def drive(testbed: TestbedProcess, args: argparse.Namespace) -> dict[str, 
         outcomes[await one_request(http, testbed, request_rng)] += 1
 
     async def quiet_sample() -> dict[str, dict[str, int]]:
-        """Usage with nothing in flight and every idle connection closed (keep-alive ends after 5 s)."""
+        """Usage with nothing in flight and every idle connection closed (keep-alive ends after 5 s), and
+        what Redis holds then."""
         await asyncio.gather(*tasks)
         await asyncio.sleep(QUIET_S)
-        return sample(testbed)
+        return {**sample(testbed), "redis_data": await redis_data(testbed)}
 
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100, keepalive_expiry=1)) as http:
         while (elapsed := time.monotonic() - started) < args.duration_s:
@@ -132,6 +150,8 @@ def verdict(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Failed requests, and each service's change from the quiet sample after the warm-up to the one at the end."""
     changes, within = {}, True
     for service, start in run["quiet_after_warm_up"].items():
+        if service in ("redis", "redis_data"):
+            continue  # Redis holds the experience log: it grows by design, to its cap (reported below)
         end = run["quiet_at_end"][service]
         changes[service] = {
             metric: round((end[metric] - start[metric]) / start[metric], 4) if start[metric] > 0 else None
@@ -140,9 +160,22 @@ def verdict(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         within &= abs(end["rss_kb"] - start["rss_kb"]) <= args.tolerance * start["rss_kb"]
         within &= abs(end["fds"] - start["fds"]) <= max(args.tolerance * start["fds"], POOL_SLACK_FDS)
     failed = {name: count for name, count in run["outcomes"].items() if name.startswith("failed")}
+    start_data, end_data = run["quiet_after_warm_up"]["redis_data"], run["quiet_at_end"]["redis_data"]
+    logged = end_data["log_entries"] - start_data["log_entries"]
+    added = end_data["used_memory"] - start_data["used_memory"]
+    rss = (run["quiet_after_warm_up"]["redis"]["rss_kb"], run["quiet_at_end"]["redis"]["rss_kb"])
+    redis = {
+        "rss_change": round(rss[1] / rss[0] - 1, 4),
+        "used_memory_added_bytes": added,
+        "experiences_logged": logged,
+        "bytes_per_logged_experience": round(added / logged) if logged else None,
+        "keys": [start_data["keys"], end_data["keys"]],
+        "log_cap_entries": LOG_LENGTH,
+    }
     return {
         "failed": failed,
         "change_after_warm_up": changes,
+        "redis": redis,
         "within_tolerance": within,
         "passed": not failed and within,
     }
@@ -168,7 +201,8 @@ def main() -> None:
     result = {"command": f".venv/bin/python benchmarks/soak.py {options}", **run, **verdict(run, args)}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({key: result[key] for key in ("outcomes", "failed", "change_after_warm_up", "passed")}, indent=1))
+    shown = ("outcomes", "failed", "change_after_warm_up", "redis", "passed")
+    print(json.dumps({key: result[key] for key in shown}, indent=1))
 
 
 if __name__ == "__main__":
