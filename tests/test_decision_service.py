@@ -130,6 +130,22 @@ async def test_slow_llm_is_cut_at_the_timeout_and_still_fills_the_cache(client, 
     assert scorer.calls == 1
 
 
+async def test_while_a_late_llm_answer_is_awaited_other_decisions_fall_back_at_once(client, scorer):
+    """Before: with the decision LLM hung, every uncached decision waited the whole LLM timeout."""
+    scorer.delay_s = 1.5
+    first = (await client.post("/v1/decisions", json=DECIDE)).json()
+    assert first["source"] == "fallback" and first["latency_ms"] >= 400  # waited the 0.5 s timeout
+    others = [(await client.post("/v1/decisions", json={**DECIDE, "estimated_tokens": tokens})).json()
+              for tokens in (10, 100, 3000)]  # fmt: skip
+    assert {answer["source"] for answer in others} == {"fallback"}
+    assert max(answer["latency_ms"] for answer in others) < 100  # no second wait for the same hung LLM
+    assert scorer.calls == 1  # one call probes it
+    await asyncio.sleep(1.2)  # the late answer came: the LLM is asked again
+    scorer.delay_s = 0.0
+    again = (await client.post("/v1/decisions", json={**DECIDE, "estimated_tokens": 10})).json()
+    assert again["source"] == "llm" and scorer.calls == 2
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [

@@ -74,6 +74,7 @@ class IclPolicy(Policy):
 
     def __init__(self, setup: IclSetup):
         self.setup = setup
+        self._late: asyncio.Future[tuple[Decision, bool]] | None = None  # an LLM call that outlived its timeout
         self._views: dict[TaskState, PromptView] = {}
         self._views_version: int | None = None
         self._pool_examples: tuple[Experience, ...] | None = None
@@ -93,14 +94,18 @@ class IclPolicy(Policy):
         """The cached answer, or the LLM's within the timeout, else the fallback.
 
         A slow LLM call is not cancelled at the timeout: it goes on in the background and fills the
-        cache, so the next decision for the same prompt is a cache hit. When the LLM cannot score at
-        all (``CannotScore``), the fallback is cached until the scorer tries the endpoint again.
+        cache, so the next decision for the same prompt is a cache hit. Until that late answer comes,
+        uncached decisions fall back at once rather than each waiting the timeout for an LLM that is
+        hung or overloaded (one call in flight probes it). When the LLM cannot score at all
+        (``CannotScore``), the fallback is cached until the scorer tries the endpoint again.
         """
         view = await self.view(state)
         key = CacheKey(self.setup.namespace.prefix, state.key, view.digest, self.setup.model)
         hit = self.setup.cache.get(key)
         if hit is not None:  # the steady state: no task, no timer
             return hit if hit.source is DecisionSource.FALLBACK else replace(hit, source=DecisionSource.CACHE)
+        if self._late is not None and not self._late.done():
+            return fallback_decision(state, view.pool_examples, view.pool_version)
         pending = asyncio.ensure_future(self.setup.cache.get_or_compute(key, lambda: self._score(state, view)))
         pending.add_done_callback(_retrieve_exception)
         try:
@@ -110,7 +115,9 @@ class IclPolicy(Policy):
             self.setup.cache.put(key, fallback, ttl_s=error.retry_after_s)
             return fallback
         except Exception as error:  # any failure of the LLM path falls back; a decision is always given
-            if not isinstance(error, ScoringError | TimeoutError):
+            if isinstance(error, TimeoutError):
+                self._late = pending
+            elif not isinstance(error, ScoringError):
                 logger.warning("decision LLM path failed unexpectedly: %s", type(error).__name__)
             return fallback_decision(state, view.pool_examples, view.pool_version)
         return replace(decision, source=DecisionSource.CACHE) if cached else decision
