@@ -259,6 +259,47 @@ async def test_a_hung_redis_costs_at_most_the_timeout(own_server: RedisServer, r
         await lengths.close()
 
 
+def lose_one_reply(monkeypatch: pytest.MonkeyPatch, lengths: OutputLengthEstimator) -> list[Any]:
+    """The next pipeline Redis executes has its reply lost (a timeout after Redis applied it)."""
+    client = lengths._client
+    assert client is not None
+    real_pipeline, lost = client.pipeline, []
+
+    def pipeline_losing_one_reply(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+
+        async def execute(*execute_args: Any, **execute_kwargs: Any) -> Any:
+            result = await real_execute(*execute_args, **execute_kwargs)
+            if not lost:
+                lost.append(result)
+                raise TimeoutError("the reply was lost")
+            return result
+
+        pipe.execute = execute
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", pipeline_losing_one_reply)
+    return lost
+
+
+async def test_an_observation_whose_reply_was_lost_is_counted_once(
+    shared_server: RedisServer, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a push that timed out after Redis applied it was retried, and counted twice (CI, 2026-12-01)."""
+    lengths = estimator(shared_server.url, request.node.name, retry_interval_s=0)
+    await lengths.start()
+    try:
+        await lengths.observe(CHAT, 100)
+        lost = lose_one_reply(monkeypatch, lengths)
+        await lengths.observe(CHAT, 110)  # applied; the reply is lost; it waits to be sent again
+        assert lost and not lengths.redis_available
+        await lengths.observe(CHAT, 120)  # sent again (skipped by Redis), then this one
+        assert await redis_list(shared_server, lengths.key(CHAT)) == [120, 110, 100]
+    finally:
+        await lengths.close()
+
+
 async def test_a_push_whose_reply_was_lost_is_not_counted_twice(
     own_server: RedisServer, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -272,25 +313,7 @@ async def test_a_push_whose_reply_was_lost_is_not_counted_twice(
         for tokens in (130, 140):
             await lengths.observe(CHAT, tokens)
         own_server.start()
-        client = lengths._client
-        assert client is not None
-        real_pipeline, lost = client.pipeline, []
-
-        def pipeline_losing_one_reply(*args: Any, **kwargs: Any) -> Any:
-            pipe = real_pipeline(*args, **kwargs)
-            real_execute = pipe.execute
-
-            async def execute(*execute_args: Any, **execute_kwargs: Any) -> Any:
-                result = await real_execute(*execute_args, **execute_kwargs)
-                if not lost:
-                    lost.append(result)
-                    raise TimeoutError("the reply was lost")
-                return result
-
-            pipe.execute = execute
-            return pipe
-
-        monkeypatch.setattr(client, "pipeline", pipeline_losing_one_reply)
+        lost = lose_one_reply(monkeypatch, lengths)
         await lengths.estimate(CHAT, None)  # finds Redis back; the batch went in, its reply did not come
         assert lost and not lengths.redis_available
         await lengths.observe(CHAT, 150)  # sent again, skipped by Redis; then this one

@@ -16,16 +16,16 @@ workload). With N = 100 and a lognormal spread of sigma 0.5, the median's standa
 1.25 * 0.5 / 10 = 6% of the median, well inside one token bin (each spans a factor of 2 or more).
 
 Where: a Redis list per service type (``{key_prefix}:{service_type}``), newest first, written with
-LPUSH + LTRIM in one transaction, so every gateway replica estimates from the same observations.
+LPUSH + LTRIM in one script, so every gateway replica estimates from the same observations.
 Redis is never allowed to fail a request or hold it up: each call has a short socket timeout, a
 failure switches to an in-process copy of the same statistic (this replica's own observations plus
 the last window read from Redis), Redis is left alone for ``retry_interval_s`` and then tried again,
 and observations made meanwhile are pushed once it answers. One warning per outage, not per request.
 
-The push of an outage's observations is exactly once: a batch carries an id that Redis remembers
-(``{key_prefix}:flushed:{id}:{service_type}``, for an hour), so a push whose reply was lost (it timed
-out after Redis applied it; a Redis that has just restarted answers slowly) and is sent again is
-skipped, rather than counting an outage's lengths twice in every replica's median.
+Every observation is pushed exactly once: it carries an id that Redis remembers
+(``{key_prefix}:pushed:{id}``, for ``PUSH_MARKER_TTL_S``), so a push whose reply was lost (it timed out
+after Redis applied it: a loaded or just-restarted Redis answers slowly) and is sent again is skipped,
+rather than counted twice in every replica's median.
 """
 
 from __future__ import annotations
@@ -59,13 +59,14 @@ MIN_OBSERVATIONS = 3
 REDIS_TIMEOUT_S = 0.05
 # After a failure Redis is left alone this long, so requests do not each pay the timeout.
 RETRY_INTERVAL_S = 5.0
-# How long Redis remembers a pushed batch's id; far above any retry interval.
-FLUSH_MARKER_TTL_S = 3600
-# KEYS: the batch's marker, the service type's list. ARGV: the marker's TTL, the window, the lengths
-# oldest first. Pushes (newest ends at the head) and trims only if the marker was not set before.
-FLUSH_ONCE_SCRIPT = """
+# How long Redis remembers a pushed observation's id: far above a retry (milliseconds) or the usual outage; an
+# observation applied just before an outage longer than this, whose reply was lost, may count twice.
+PUSH_MARKER_TTL_S = 600
+# KEYS: the observation's marker, the service type's list. ARGV: the marker's TTL, the window, the length.
+# Pushes (the newest ends at the head) and trims only if the marker was not set before.
+PUSH_ONCE_SCRIPT = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  redis.call('LPUSH', KEYS[2], unpack(ARGV, 3))
+  redis.call('LPUSH', KEYS[2], ARGV[3])
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
   return 1
 end
@@ -164,9 +165,9 @@ class OutputLengthEstimator:
         )
         self._client: aioredis.Redis | None = None
         self._local: dict[ServiceType, deque[int]] = {t: deque(maxlen=window) for t in ServiceType}
-        self._pending: dict[ServiceType, deque[int]] = {t: deque(maxlen=window) for t in ServiceType}
-        self._unconfirmed: _Batch | None = None  # a batch sent to Redis whose reply never came
-        self._push_once: AsyncScript | None = None  # FLUSH_ONCE_SCRIPT, registered on the client
+        # Observations Redis has not confirmed, oldest first, with their ids; the newest window per type.
+        self._pending: deque[_Observation] = deque(maxlen=window * len(ServiceType))
+        self._push_once: AsyncScript | None = None  # PUSH_ONCE_SCRIPT, registered on the client
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -184,7 +185,7 @@ class OutputLengthEstimator:
             retry=Retry(NoBackoff(), 1),
         )
         client = self._client
-        self._push_once = client.register_script(FLUSH_ONCE_SCRIPT)
+        self._push_once = client.register_script(PUSH_ONCE_SCRIPT)
         await self._redis.call(lambda: client.ping())
 
     async def close(self) -> None:
@@ -217,20 +218,10 @@ class OutputLengthEstimator:
         if output_tokens < 1:
             return
         self._local[service_type].append(output_tokens)
-        client = self._client
-        if client is None:
+        if self._client is None:
             return
-        key = self.key(service_type)
-
-        async def push() -> bool:
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.lpush(key, output_tokens)
-                pipe.ltrim(key, 0, self.window - 1)
-                await pipe.execute()
-            return True
-
-        if await self._redis.call(push) is None:
-            self._pending[service_type].append(output_tokens)
+        self._pending.append(_Observation(uuid.uuid4().hex, service_type, output_tokens))
+        await self._redis.call(self._flush)  # pushes it, after any that waited; on failure it waits
 
     async def _window(self, service_type: ServiceType) -> list[int]:
         """The last ``window`` observations of a type, from Redis if it answers, else from here."""
@@ -245,40 +236,30 @@ class OutputLengthEstimator:
         return list(self._local[service_type])
 
     async def _flush(self) -> None:
-        """Push the observations made while Redis was down, oldest first; on failure they wait again.
+        """Push the observations Redis has not confirmed, oldest first; on failure they wait again.
 
-        A batch whose push failed is sent again, under the same id, before a new batch is made of what
-        was observed since: Redis skips it if the lost reply was for a push it applied.
+        Each goes with its id, so one whose earlier push Redis applied (its reply lost) is skipped.
         """
         client, push_once = self._client, self._push_once
-        if client is None or push_once is None:
+        waiting = list(self._pending)
+        if client is None or push_once is None or not waiting:
             return
-        if self._unconfirmed is None:
-            waiting = {service_type: list(values) for service_type, values in self._pending.items() if values}
-            if not waiting:
-                return
-            for held in self._pending.values():
-                held.clear()
-            self._unconfirmed = _Batch(uuid.uuid4().hex, waiting)
-        batch = self._unconfirmed
-        async with client.pipeline(transaction=True) as pipe:
-            for service_type, values in batch.lengths.items():
-                marker = f"{self.key_prefix}:flushed:{batch.id}:{service_type.value}"
-                await push_once(keys=[marker, self.key(service_type)], args=[FLUSH_MARKER_TTL_S, self.window, *values],
-                                client=pipe)  # fmt: skip
+        async with client.pipeline(transaction=False) as pipe:
+            for observation in waiting:
+                keys = [f"{self.key_prefix}:pushed:{observation.id}", self.key(observation.service_type)]
+                await push_once(keys=keys, args=[PUSH_MARKER_TTL_S, self.window, observation.tokens], client=pipe)
             await pipe.execute()
-        self._unconfirmed = None
-        logger.info("pushed %d output lengths observed while Redis was down", sum(map(len, batch.lengths.values())))
-        if any(self._pending.values()):
-            await self._flush()
+        confirmed = {observation.id for observation in waiting}  # what was observed meanwhile stays
+        self._pending = deque((o for o in self._pending if o.id not in confirmed), maxlen=self._pending.maxlen)
+        if len(waiting) > 1:
+            logger.info("pushed %d output lengths that waited for Redis", len(waiting))
 
 
 @dataclass(frozen=True)
-class _Batch:
-    """Output lengths observed while Redis was down, per service type, oldest first, under one id."""
-
+class _Observation:
     id: str
-    lengths: dict[ServiceType, list[int]]
+    service_type: ServiceType
+    tokens: int
 
 
 def _tokens(raw: Sequence[bytes | str]) -> list[int]:
