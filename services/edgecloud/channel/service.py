@@ -147,7 +147,9 @@ class AirService:
             return
         for owner, limit, what in ((user.key, self.settings.max_ues_per_key, "API key"),
                                    (user.address, self.settings.max_ues_per_address, "address")):  # fmt: skip
-            owned = [user_id for user_id, owners in self._owners.items() if owner is not None and owner in owners]
+            if owner is None:
+                continue
+            owned = [user_id for user_id, owners in self._owners.items() if owner in owners]
             if len(owned) >= limit:  # at its limit, a client's new user replaces its own idle one
                 self._evict_one(
                     owned, TooManyUsersError(f"This {what} has {limit} radio users with answers in flight.")

@@ -43,7 +43,8 @@ class RateLimiter:
         self._redis = RedisGuard(
             "rate-limit counters", "counting on this replica alone", REDIS_TIMEOUT_S, RETRY_INTERVAL_S, log=logger
         )
-        self._local: Counter[str] = Counter()  # while Redis is down; only the current window is kept
+        self._local: Counter[str] = Counter()  # while Redis is down: the counters of ``_local_window`` only
+        self._local_window = -1
 
     async def start(self) -> None:
         if self.redis_url is not None and self._client is None:
@@ -59,18 +60,19 @@ class RateLimiter:
             client, self._client = self._client, None
             await client.aclose()
 
-    def _keys(self, client: ClientKey) -> tuple[str, str, float]:
+    def _window(self, client: ClientKey) -> tuple[int, str, str, float]:
+        """The current minute, ``client``'s request and token counters in it, and the seconds it has left."""
         now = self._clock()
         window = math.floor(now / WINDOW_S)
         base = f"{KEY_PREFIX}:{client.name}:{window}"
-        return f"{base}:requests", f"{base}:tokens", (window + 1) * WINDOW_S - now
+        return window, f"{base}:requests", f"{base}:tokens", (window + 1) * WINDOW_S - now
 
     async def admit(self, client: ClientKey) -> None:
         """Count one request of ``client``; 429 if its requests or tokens of this minute are used up."""
         if client.requests_per_minute is None and client.tokens_per_minute is None:
             return
-        requests_key, tokens_key, retry_after_s = self._keys(client)
-        requests, tokens = await self._count(requests_key, 1, read=tokens_key)
+        window, requests_key, tokens_key, retry_after_s = self._window(client)
+        requests, tokens = await self._count(window, requests_key, 1, read=tokens_key)
         if client.requests_per_minute is not None and requests > client.requests_per_minute:
             self._refuse(client, f"{client.requests_per_minute} requests", retry_after_s)
         if client.tokens_per_minute is not None and tokens >= client.tokens_per_minute:
@@ -80,10 +82,10 @@ class RateLimiter:
         """Add a finished request's tokens to ``client``'s minute."""
         if client.tokens_per_minute is None or tokens <= 0:
             return
-        _, tokens_key, _ = self._keys(client)
-        await self._count(tokens_key, tokens)
+        window, _, tokens_key, _ = self._window(client)
+        await self._count(window, tokens_key, tokens)
 
-    async def _count(self, key: str, amount: int, read: str | None = None) -> tuple[int, int]:
+    async def _count(self, window: int, key: str, amount: int, read: str | None = None) -> tuple[int, int]:
         """Add ``amount`` to ``key``; return its new value and the value of ``read`` (0 if none)."""
         client = self._client
         if client is not None:
@@ -100,9 +102,9 @@ class RateLimiter:
             counted = await self._redis.call(in_redis)
             if counted is not None:
                 return counted
-        window = key.rsplit(":", 2)[1]
-        for stale in [name for name in self._local if name.rsplit(":", 2)[1] != window]:
-            del self._local[stale]
+        if window != self._local_window:  # a new minute: the last one's counts are of no use
+            self._local.clear()
+            self._local_window = window
         self._local[key] += amount
         return self._local[key], self._local[read] if read is not None else 0
 

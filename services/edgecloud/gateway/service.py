@@ -92,8 +92,8 @@ class Plan:
     estimate_source: str
     decision: RouteDecision
     over_the_air: bool
+    client: ClientKey  # who asked: its budget is charged when the answer ends
     retried_from: Route | None = None
-    client: ClientKey = field(default_factory=lambda: ClientKey(OPEN_CLIENT))
 
 
 @dataclass
@@ -200,7 +200,7 @@ class GatewayService:
         self.metrics.classifications.labels(classification.service_type.value, "classifier").inc()
         return classification.service_type
 
-    async def _plan(self, request: GenerationRequest, hints: RequestHints) -> Plan:
+    async def _plan(self, request: GenerationRequest, hints: RequestHints, client: ClientKey) -> Plan:
         if hints.request_id is not None and not REQUEST_ID_PATTERN.fullmatch(hints.request_id):
             raise BadRequestError(
                 f"The x-request-id header must be 1 to {MAX_REQUEST_ID_LENGTH} characters of letters, digits and "
@@ -223,12 +223,17 @@ class GatewayService:
             estimate_source=estimate.source,
             decision=decision,
             over_the_air=hints.over_the_air,
+            client=client,
         )
+
+    def _pins_route(self, model: str, route_header: str | None) -> bool:
+        """The client chose the backend itself: an x-route header, or a backend's own model name."""
+        return bool(route_header) or model != self.routes.auto_model
 
     async def _route(
         self, model: str, route_header: str | None, service_type: ServiceType, tokens: int
     ) -> RouteDecision:
-        if route_header or model != self.routes.auto_model:
+        if self._pins_route(model, route_header):
             return RouteDecision(self.routes.select(model, route_header).route, CLIENT_CHOICE, 0.0)
         if self.decisions.url:
             decision = await self.decisions.decide(service_type, tokens)
@@ -255,7 +260,7 @@ class GatewayService:
         hints = hints or RequestHints()
         client = client or ClientKey(OPEN_CLIENT)
         client.check(
-            pins_route=bool(hints.route) or request.model != self.routes.auto_model,
+            pins_route=self._pins_route(request.model, hints.route),
             states_requirement=bool(hints.quality_requirement and hints.quality_requirement.strip()),
             states_type=bool(hints.service_type or request.service_type_hint),
         )
@@ -263,8 +268,7 @@ class GatewayService:
         timing = RequestTiming() if arrived is None else RequestTiming(arrived=arrived)
         if not any(_fits(request, backend) for backend in self.routes.backends.values()):
             _check_output_limit(request, max(self.routes.backends.values(), key=lambda b: b.max_model_len))
-        plan = await self._plan(request, hints)
-        plan.client = client
+        plan = await self._plan(request, hints, client)
         backend = self.routes.backends[plan.decision.route]
         _check_output_limit(request, backend)
         pinned = plan.decision.source == CLIENT_CHOICE
@@ -312,9 +316,7 @@ class GatewayService:
                     plan.service_type.value,
                 )
         except TimeoutError:
-            self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_ERROR)
-            self._mark_down(backend.route)
-            raise PreTokenFailure(self._no_first_token(backend)) from None
+            raise self._no_first_token(plan, backend, timing) from None
         except ServiceError as error:
             self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_ERROR)
             if isinstance(error, UpstreamUnavailableError | UpstreamTimeoutError):
@@ -348,9 +350,7 @@ class GatewayService:
                         break
         except TimeoutError:
             await events.aclose()
-            self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_ERROR)
-            self._mark_down(backend.route)
-            raise PreTokenFailure(self._no_first_token(backend)) from None
+            raise self._no_first_token(plan, backend, timing) from None
         if timing.first_token is None and outcome and outcome[0] != StreamOutcome.SUCCESS:
             self._finish(plan, backend, timing, outcome[0])
             as_is = Relay(headers=self._headers(plan, backend, timing), stream=_replay(head))
@@ -413,10 +413,15 @@ class GatewayService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _no_first_token(self, backend: Backend) -> UpstreamTimeoutError:
-        return UpstreamTimeoutError(
-            f"The {backend.route} backend ({backend.model}) sent no token within "
-            f"{self.settings.first_token_timeout_s:g} s."
+    def _no_first_token(self, plan: Plan, backend: Backend, timing: RequestTiming) -> PreTokenFailure:
+        """The first-token deadline passed: the attempt ends and the backend counts as failed."""
+        self._finish(plan, backend, timing, StreamOutcome.UPSTREAM_ERROR)
+        self._mark_down(backend.route)
+        return PreTokenFailure(
+            UpstreamTimeoutError(
+                f"The {backend.route} backend ({backend.model}) sent no token within "
+                f"{self.settings.first_token_timeout_s:g} s."
+            )
         )
 
     def _mark_down(self, route: Route) -> None:
