@@ -33,7 +33,7 @@ import numpy as np
 from edgecloud.classifier import training
 from edgecloud.classifier.encoder import MiniLMEncoder, Truncation
 from edgecloud.classifier.model import TEST_PATH, TRAIN_PATH, WEIGHTS_PATH, PromptClassifier
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 
 PASSES = 3
 WARMUP_CALLS = 10

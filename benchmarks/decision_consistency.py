@@ -42,13 +42,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from edgecloud.core.reward import RewardParams, reward
+from edgecloud.core.vocabulary import TOKEN_BINS, Action, TaskState, keyword_grid
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.icl_method import PAPER_METHOD, CandidateScore, IclMethod
-from edgecloud.decision.keywords import TOKEN_BINS, Action, TaskState, keyword_grid
 from edgecloud.decision.llm_endpoint import PathUnsupported, ScoringError
 from edgecloud.decision.prompt import PAPER_TEXT, PromptText, candidate_completions
 from edgecloud.decision.retrieval import ExampleSelection
-from edgecloud.decision.reward import RewardParams, reward
 from edgecloud.decision.scoring import Scorer, ScoreResult, argmax, make_scorer
 from edgecloud.decision.settings import DecisionSettings
 

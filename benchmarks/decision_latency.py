@@ -31,10 +31,10 @@ from pathlib import Path
 import httpx
 import redis.asyncio as redis
 
+from edgecloud.core.vocabulary import Action, TaskState, keyword_grid
+from edgecloud.core.wire import DecisionRequest
 from edgecloud.decision.experience import Experience
-from edgecloud.decision.keywords import Action, TaskState, keyword_grid
 from edgecloud.decision.pool import PoolNamespace
-from edgecloud.decision.protocol import DecisionRequest
 from edgecloud.decision.redis_pool import RedisExperiencePool
 from edgecloud.decision.scoring import make_scorer
 from edgecloud.decision.service import DecisionService

@@ -16,8 +16,8 @@ import asyncio
 import random
 import time
 
+from edgecloud.core.vocabulary import TOKEN_BINS, Action, ServiceType, TaskState
 from edgecloud.decision.experience import Experience
-from edgecloud.decision.keywords import TOKEN_BINS, Action, ServiceType, TaskState
 from edgecloud.decision.prompt import candidate_completions, render_meta_prompt
 from edgecloud.decision.scoring import make_scorer
 

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 from edgecloud.gateway.lengths import (
     DEFAULT_WINDOW,
     MIN_OBSERVATIONS,

@@ -24,8 +24,8 @@ import numpy as np
 from testbed_process import ROOT, start_testbed
 
 from edgecloud.channel.settings import ChannelSettings
-from edgecloud.decision.keywords import Action, ServiceType
-from edgecloud.decision.reward import RewardParams, reward
+from edgecloud.core.reward import RewardParams, reward
+from edgecloud.core.vocabulary import Action, ServiceType
 from edgecloud.experiments.config import ExperimentConfig
 from edgecloud.experiments.system import EdgeCloudSystem, Served
 from edgecloud.experiments.workload import Task

@@ -31,7 +31,7 @@ import numpy as np
 from edgecloud.classifier import training
 from edgecloud.classifier.encoder import MiniLMEncoder
 from edgecloud.classifier.model import FEATURE_LAYERS, MAX_TOKENS, TRAIN_PATH, TRUNCATION, WEIGHTS_PATH, features
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 
 SWEEP_L2 = (1e-5, 1e-4)
 

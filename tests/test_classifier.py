@@ -21,7 +21,7 @@ from edgecloud.classifier.model import (
     features,
 )
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
 MIN_COSINE = 0.9999

@@ -6,14 +6,23 @@ import asyncio
 
 import pytest
 
+from edgecloud.core.reward import RewardParams, reward, total_delay
+from edgecloud.core.vocabulary import (
+    TOKEN_BINS,
+    Action,
+    Evaluation,
+    ReplayOutcome,
+    ServiceType,
+    TaskState,
+    keyword_grid,
+    token_bin,
+)
+from edgecloud.core.wire import DecisionRequest
 from edgecloud.decision.cache import CacheKey, DecisionCache
-from edgecloud.decision.experience import Evaluation, Experience
-from edgecloud.decision.keywords import TOKEN_BINS, Action, ServiceType, TaskState, keyword_grid, token_bin
+from edgecloud.decision.experience import Experience
 from edgecloud.decision.pool import InMemoryExperiencePool, PoolNamespace
 from edgecloud.decision.prompt import candidate_completions, render_meta_prompt
-from edgecloud.decision.protocol import DecisionRequest
-from edgecloud.decision.replay import ReplayOutcome, replay
-from edgecloud.decision.reward import RewardParams, reward, total_delay
+from edgecloud.decision.replay import replay
 
 CHAT_LONG = TaskState.of(ServiceType.CHAT, 1000)
 CODING_SHORT = TaskState.of(ServiceType.CODING, 100)

@@ -11,13 +11,13 @@ import math
 
 import pytest
 
+from edgecloud.core.vocabulary import Action, ServiceType, TaskState, keyword_grid
+from edgecloud.core.wire import DecisionRequest, WarmUp
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.icl_method import PAPER_METHOD, CandidateScore, IclMethod
-from edgecloud.decision.keywords import Action, ServiceType, TaskState, keyword_grid
 from edgecloud.decision.llm_endpoint import CannotScore
 from edgecloud.decision.pool import InMemoryExperiencePool, PoolNamespace
 from edgecloud.decision.prompt import CONTENT_FREE, PAPER_TEXT, PromptText, render_meta_prompt
-from edgecloud.decision.protocol import DecisionRequest, WarmUp
 from edgecloud.decision.retrieval import ExampleSelection, keyword_distance, select_examples
 from edgecloud.decision.scoring import ScoreResult, ScoringError, ScoringPath
 from edgecloud.decision.service import DecisionService

@@ -10,6 +10,8 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
+from edgecloud.core.reward import RewardParams
+from edgecloud.core.vocabulary import TOKEN_BINS, Action, DecisionSource, ServiceType, TaskState, keyword_grid
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.exploration import (
     ConstantEpsilon,
@@ -17,13 +19,11 @@ from edgecloud.decision.exploration import (
     EpsilonGreedy,
     make_schedule,
 )
-from edgecloud.decision.keywords import TOKEN_BINS, Action, ServiceType, TaskState, keyword_grid
 from edgecloud.decision.offload_env import OBSERVATION_SIZE, OffloadingEnv, encode_state
 from edgecloud.decision.policies import always, dqn, oracle, random_policy
-from edgecloud.decision.policies.base import POLICY_REGISTRY, DecisionContext, DecisionSource
+from edgecloud.decision.policies.base import POLICY_REGISTRY, DecisionContext
 from edgecloud.decision.policies.dqn import DQNParams, DQNPolicy
 from edgecloud.decision.policies.oracle import MissingOutcomeError, OraclePolicy, outcome_reward
-from edgecloud.decision.reward import RewardParams
 
 DRAWS = 10_000
 CHAT = TaskState.of(ServiceType.CHAT, 300)

@@ -15,11 +15,10 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from edgecloud.decision.experience import Evaluation, Experience
-from edgecloud.decision.keywords import Action, ServiceType, TaskState
+from edgecloud.core.vocabulary import Action, Evaluation, ReplayOutcome, ServiceType, TaskState
+from edgecloud.decision.experience import Experience
 from edgecloud.decision.pool import ExperiencePool, InMemoryExperiencePool, PoolNamespace
 from edgecloud.decision.redis_pool import RedisExperiencePool
-from edgecloud.decision.replay import ReplayOutcome
 from edgecloud.decision.resilient_pool import UNKNOWN_VERSION, ResilientExperiencePool
 from redis_server import RedisServer
 

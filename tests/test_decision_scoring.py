@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from edgecloud.decision.keywords import Action
+from edgecloud.core.vocabulary import Action
 from edgecloud.decision.llm_endpoint import CannotScore
 from edgecloud.decision.prompt import candidate_completions
 from edgecloud.decision.scoring import (

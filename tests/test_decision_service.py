@@ -11,8 +11,8 @@ import asyncio
 import httpx
 import pytest
 
+from edgecloud.core.vocabulary import Action
 from edgecloud.decision.app import create_app
-from edgecloud.decision.keywords import Action
 from edgecloud.decision.pool import InMemoryExperiencePool
 from edgecloud.decision.scoring import ScoreResult, ScoringError, ScoringPath
 from edgecloud.decision.settings import DecisionSettings

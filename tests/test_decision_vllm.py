@@ -14,8 +14,8 @@ import math
 import httpx
 import pytest
 
+from edgecloud.core.vocabulary import Action, TaskState, keyword_grid
 from edgecloud.decision.experience import Experience
-from edgecloud.decision.keywords import Action, TaskState, keyword_grid
 from edgecloud.decision.prompt import candidate_completions, render_meta_prompt
 from edgecloud.decision.scoring import (
     CachedPromptLogprobScorer,

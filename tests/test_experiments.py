@@ -17,8 +17,8 @@ import pytest
 
 from conftest import ROOT, free_port
 from edgecloud.channel.settings import ChannelModelName, ChannelSettings
-from edgecloud.decision.keywords import Action, ServiceType, TaskState
-from edgecloud.decision.reward import RewardParams
+from edgecloud.core.reward import RewardParams
+from edgecloud.core.vocabulary import Action, ServiceType, TaskState
 from edgecloud.decision.scoring import Scorer, ScoreResult, ScoringPath, make_scorer
 from edgecloud.experiments.analysis import COMPARABLE_FRACTION, episode_series
 from edgecloud.experiments.config import ConfigError, ExperimentConfig

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 import redis.asyncio as aioredis
 
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 from edgecloud.gateway.lengths import (
     EstimateSource,
     LengthEstimate,

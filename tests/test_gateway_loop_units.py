@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from edgecloud.decision.keywords import Action, ServiceType
+from edgecloud.core.vocabulary import Action, ServiceType
+from edgecloud.core.wire import AirReport
 from edgecloud.gateway.decisions import GATEWAY_FALLBACK, BackendHealth, DecisionClient
 from edgecloud.gateway.experiences import ExperienceWriter, ServedRequest
 from edgecloud.gateway.metrics import GatewayMetrics
-from edgecloud.gateway.protocol import AirReport
 from edgecloud.gateway.settings import GatewaySettings, Route
 from edgecloud.testbed.processes import free_port
 

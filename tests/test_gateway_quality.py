@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from edgecloud.core.errors import BadRequestError
-from edgecloud.decision.keywords import QUALITY_PREFERRED, ServiceType
+from edgecloud.core.headers import QUALITY_REQUIREMENT_HEADER
+from edgecloud.core.vocabulary import QUALITY_PREFERRED, ServiceType
 from edgecloud.gateway.quality import (
     DEFAULT_QUALITY_FILE,
-    REQUIREMENT_HEADER,
     QualityTable,
     QualityTableError,
 )
@@ -120,8 +120,8 @@ def test_header_values_in_range_are_taken(table: QualityTable, header: str, valu
 def test_bad_header_values_are_a_bad_request(table: QualityTable, header: str) -> None:
     with pytest.raises(BadRequestError) as caught:
         table.requirement(ServiceType.MATH, header)
-    assert caught.value.param == REQUIREMENT_HEADER
-    assert REQUIREMENT_HEADER in caught.value.message and repr(header) in caught.value.message
+    assert caught.value.param == QUALITY_REQUIREMENT_HEADER
+    assert QUALITY_REQUIREMENT_HEADER in caught.value.message and repr(header) in caught.value.message
     assert "0 to 100" in caught.value.message and "math" in caught.value.message
 
 

@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from conftest import ROOT, start_live_stack, start_simulator
-from edgecloud.decision.keywords import QUALITY_PREFERRED, ServiceType
+from edgecloud.core.vocabulary import QUALITY_PREFERRED, ServiceType
 from edgecloud.gateway.quality import QualityTable
 from edgecloud.loadgen.corpus import load_corpus
 from edgecloud.loadgen.runner import run

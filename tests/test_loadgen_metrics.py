@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgecloud.decision.keywords import ServiceType
-from edgecloud.decision.reward import RewardParams
+from edgecloud.core.reward import RewardParams
+from edgecloud.core.vocabulary import ServiceType
 from edgecloud.loadgen.metrics import breakdown, by_route, by_service_type, meets_slos, record_reward, summarize
 from edgecloud.loadgen.records import RequestRecord
 from edgecloud.loadgen.workload import PlannedRequest

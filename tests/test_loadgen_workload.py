@@ -12,7 +12,7 @@ from importlib.resources import files
 
 import pytest
 
-from edgecloud.decision.keywords import QUALITY_PREFERRED, ServiceType
+from edgecloud.core.vocabulary import QUALITY_PREFERRED, ServiceType
 from edgecloud.loadgen.arrivals import ramped, send_times
 from edgecloud.loadgen.corpus import load_corpus
 from edgecloud.loadgen.settings import LoadgenSettings

@@ -28,7 +28,7 @@ import pytest
 import redis.asyncio as redis
 
 from conftest import running_testbed
-from edgecloud.decision.keywords import Action, ServiceType, TaskState
+from edgecloud.core.vocabulary import Action, ServiceType, TaskState
 from edgecloud.decision.pool import PoolNamespace
 from edgecloud.decision.redis_pool import RedisExperiencePool
 

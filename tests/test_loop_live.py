@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from conftest import EDGE_MODEL, LIVE_BACKHAUL_S, LIVE_CAPACITY_BPS, start_live_stack
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 from edgecloud.gateway.quality import QualityTable
 
 TOKEN_BITS = 4 * 8  # s_token of eq. 1: 4 bytes per token

@@ -23,8 +23,9 @@ from edgecloud.channel.pacing import Pacer, release_at
 from edgecloud.channel.settings import ByteAccounting, ChannelSettings
 from edgecloud.core.auth import bearer_headers
 from edgecloud.core.errors import UpstreamTimeoutError, UpstreamUnavailableError, error_body
+from edgecloud.core.headers import JSON_CONTENT
 from edgecloud.core.sse import DONE_EVENT, SSEEventSplitter, carries_token
-from edgecloud.gateway.protocol import AirReport
+from edgecloud.core.wire import AirReport
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ BITS_PER_BYTE = 8
 DROPPED_REQUEST_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding", "accept-encoding"})
 # Response headers not passed back: the emulator frames the body itself.
 DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
-JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class GatewayClient:
@@ -75,7 +75,7 @@ class GatewayClient:
         headers = bearer_headers(self._api_key)
         try:
             async with self._session.post(
-                f"{self.base_url}/v1/air-reports", data=report.model_dump_json(), headers=headers | JSON_HEADERS
+                f"{self.base_url}/v1/air-reports", data=report.model_dump_json(), headers=headers | JSON_CONTENT
             ) as response:
                 if response.status >= 300:
                     logger.warning("the gateway refused an air report: %s", response.status)

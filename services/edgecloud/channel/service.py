@@ -32,8 +32,16 @@ from edgecloud.channel.settings import ChannelModelName, ChannelSettings
 from edgecloud.core.auth import presented_key
 from edgecloud.core.clock import Clock, RealClock
 from edgecloud.core.errors import BadRequestError, NotFoundError, ServiceError
-from edgecloud.decision.keywords import ServiceType
-from edgecloud.gateway.protocol import AIR_INTERFACE_HEADER, MAX_REQUEST_ID_LENGTH, REQUEST_ID_HEADER, AirReport
+from edgecloud.core.headers import (
+    AIR_INTERFACE_HEADER,
+    CHANNEL_BACKHAUL_MS_HEADER,
+    CHANNEL_USER_HEADER,
+    MAX_REQUEST_ID_LENGTH,
+    REQUEST_ID_HEADER,
+    SERVICE_TYPE_HEADER,
+)
+from edgecloud.core.vocabulary import ServiceType
+from edgecloud.core.wire import AirReport
 
 # Labels from the gateway's headers: what they may say; anything else is "other" (bounded label sets).
 KNOWN_ROUTES = frozenset({"edge", "cloud"})
@@ -264,15 +272,15 @@ class AirService:
             user_id=user_id,
             flow=self.pacer.new_flow(),
             route=_bounded(route_header, KNOWN_ROUTES),
-            service_type=_bounded(response.headers.get("x-service-type"), KNOWN_SERVICE_TYPES),
+            service_type=_bounded(response.headers.get(SERVICE_TYPE_HEADER), KNOWN_SERVICE_TYPES),
             delay_s=delay_s,
             timing=DeliveredTiming(arrived=arrived),
         )
         self._active_streams[user_id] += 1
         request_id = response.headers.get(REQUEST_ID_HEADER)
         answer.on_finish.append(lambda outcome: self._answer_done(user_id, answer.timing, request_id, outcome))
-        passed["x-channel-user"] = user_id
-        passed["x-channel-backhaul-ms"] = f"{delay_s * 1000:.1f}"
+        passed[CHANNEL_USER_HEADER] = user_id
+        passed[CHANNEL_BACKHAUL_MS_HEADER] = f"{delay_s * 1000:.1f}"
         content_type = response.headers.get("content-type", "")
         if content_type.startswith("text/event-stream"):
             return Answer(200, passed, answer.stream(response), media_type=content_type)

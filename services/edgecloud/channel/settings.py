@@ -15,6 +15,7 @@ from pydantic_settings import SettingsConfigDict
 
 from edgecloud.channel.radio.params import DEFAULT_RADIO_FILE, load_radio_params
 from edgecloud.channel.schedulers import SCHEDULERS
+from edgecloud.core.headers import ROUTE_HEADER, USER_ID_HEADER
 from edgecloud.core.settings import ServerSettings, http_url
 
 
@@ -74,10 +75,10 @@ class ChannelSettings(ServerSettings):
         description="t_back of eq. 1, added before an offloaded answer reaches the BS. The paper fixes t_back "
         "without a value; 50 ms is ours, the order of a one-way continental edge-to-cloud path.",
     )
-    offload_header: str = Field("x-route", description="Response header by which the gateway marks the route.")
+    offload_header: str = Field(ROUTE_HEADER, description="Response header by which the gateway marks the route.")
     offload_value: str = Field("cloud", description="Value of offload_header that means offloaded (alpha = 1).")
     user_header: str = Field(
-        "x-user-id",
+        USER_ID_HEADER,
         description="Request header naming the user; else the body's OpenAI 'user' field. The name is the client's "
         "own: the radio user is '<name>@<client>', the client being its API key (a hash of it) or else its address.",
     )

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgecloud.classifier.encoder import MiniLMEncoder, Truncation
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 WEIGHTS_PATH = DATA_DIR / "classifier.npz"

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from edgecloud.classifier.encoder import Truncation
 from edgecloud.classifier.model import LinearHead
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 
 Array = npt.NDArray[np.float64]
 

@@ -8,7 +8,7 @@ endpoint can answer (401, 403, 413, 415, 429, 503 ...) in the OpenAI shape are n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -36,10 +36,15 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def install_openapi(
-    app: FastAPI, request_bodies: Mapping[str, type[BaseModel]] | None = None, streams: frozenset[str] = frozenset()
+    app: FastAPI,
+    request_bodies: Mapping[str, type[BaseModel]] | None = None,
+    streams: frozenset[str] = frozenset(),
+    property_enums: Mapping[str, Callable[[], list[str]]] | None = None,
 ) -> None:
     """Serve a corrected document: ``request_bodies`` (path: model) are the POST bodies read by hand,
-    ``streams`` the paths that may answer ``text/event-stream`` as well as JSON."""
+    ``streams`` the paths that may answer ``text/event-stream`` as well as JSON, ``property_enums`` the values a
+    property of that name takes in every body, known to the service but not to the shared model (the
+    decision service's policies)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -66,6 +71,10 @@ def install_openapi(
                     answer["content"] = {**_json({}), "text/event-stream": {"schema": {"type": "string"}}}
         for name in FASTAPI_VALIDATION_SCHEMAS:
             components.pop(name, None)
+        for component in components.values():
+            for name, values in (property_enums or {}).items():
+                if name in component.get("properties", {}):
+                    component["properties"][name]["enum"] = values()
         app.openapi_schema = document
         return document
 

@@ -1,4 +1,4 @@
-"""OpenAI wire models shared by every service (gateway, simulator, later the decision service).
+"""OpenAI wire models shared by every OpenAI-compatible front (gateway, air interface, simulator).
 
 All request and response bodies of the OpenAI-compatible API live here, on one base model that
 keeps unknown fields (the OpenAI API adds fields often, and a relay must not drop them). Fields
@@ -13,10 +13,6 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-SERVICE_TYPE_HEADER = "x-service-type"
-"""Ours, not OpenAI's: the service type a request was served as. The gateway answers with it and sends it
-to its backends; the LLM simulator then answers with text of that type (vLLM ignores it)."""
 
 
 class OpenAIBaseModel(BaseModel):

@@ -19,20 +19,20 @@ from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import metrics_response
 from edgecloud.core.openapi import install_openapi
 from edgecloud.core.server import listen_overrides, serve
-from edgecloud.decision.metrics import DecisionMetrics
-from edgecloud.decision.policies.base import live_policy_names
-from edgecloud.decision.pool import ExperiencePool
-from edgecloud.decision.protocol import (
+from edgecloud.core.wire import (
     CELL_PATTERN,
+    DEFAULT_CELL,
+    DEFAULT_POLICY,
     POLICY_PATTERN,
     DecisionRequest,
     DecisionResponse,
     ExperienceRequest,
     ExperienceResponse,
-    PoolResponse,
-    PromptQuery,
-    PromptResponse,
 )
+from edgecloud.decision.metrics import DecisionMetrics
+from edgecloud.decision.policies.base import live_policy_names
+from edgecloud.decision.pool import ExperiencePool
+from edgecloud.decision.protocol import PoolResponse, PromptQuery, PromptResponse
 from edgecloud.decision.redis_pool import RedisExperiencePool
 from edgecloud.decision.resilient_pool import ResilientExperiencePool
 from edgecloud.decision.scoring import Scorer, make_scorer
@@ -78,7 +78,7 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
-    install_openapi(app)
+    install_openapi(app, property_enums={"policy": live_policy_names})
 
     def service_key(authorization: Annotated[str | None, Header()] = None) -> None:
         require_service_key(authorization, settings.service_api_key, "decision service key", open_when_unset=True)
@@ -95,11 +95,15 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
         return await request.app.state.service.record(body)
 
     @app.get("/v1/pool", dependencies=[Depends(service_key)])
-    async def pool_view(request: Request, cell: Cell = "cell-0", policy: PolicyName = "icl") -> PoolResponse:
+    async def pool_view(
+        request: Request, cell: Cell = DEFAULT_CELL, policy: PolicyName = DEFAULT_POLICY
+    ) -> PoolResponse:
         return await request.app.state.service.pool_view(cell, policy)
 
     @app.delete("/v1/pool", dependencies=[Depends(admin_key)])
-    async def clear_pool(request: Request, cell: Cell = "cell-0", policy: PolicyName = "icl") -> dict[str, Any]:
+    async def clear_pool(
+        request: Request, cell: Cell = DEFAULT_CELL, policy: PolicyName = DEFAULT_POLICY
+    ) -> dict[str, Any]:
         version = await request.app.state.service.clear(cell, policy)
         return {"cell": cell, "policy": policy, "version": version}
 

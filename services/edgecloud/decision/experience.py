@@ -5,15 +5,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from edgecloud.decision.keywords import Action, TaskState
-
-
-class Evaluation(StrEnum):
-    GOOD = "good"
-    BAD = "bad"
+from edgecloud.core.vocabulary import Action, Evaluation, TaskState
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
-from edgecloud.decision.keywords import Action
+from edgecloud.core.vocabulary import Action
 
 DecayKind = Literal["linear", "exp"]
 

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from edgecloud.core.vocabulary import Action, TaskState
 from edgecloud.decision.experience import Experience
-from edgecloud.decision.keywords import Action, TaskState
 from edgecloud.decision.prompt import PAPER_TEXT, PromptText, render_meta_prompt
 from edgecloud.decision.retrieval import ExampleSelection, select_examples
 from edgecloud.decision.scoring import ScoreResult

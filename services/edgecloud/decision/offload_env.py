@@ -18,10 +18,10 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from edgecloud.decision.keywords import TOKEN_BINS, Action, ServiceType, TaskState, keyword_grid
+from edgecloud.core.reward import RewardParams
+from edgecloud.core.vocabulary import TOKEN_BINS, Action, ServiceType, TaskState, keyword_grid
 from edgecloud.decision.policies.base import DecisionContext
 from edgecloud.decision.policies.oracle import outcome_reward
-from edgecloud.decision.reward import RewardParams
 
 # What serving a task of kind x by an action gives: (t_total in seconds, quality met). It may be random;
 # it then draws from a generator it was given (the environment's own generator only samples tasks).

@@ -12,8 +12,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edgecloud.decision.experience import Evaluation, Experience
-from edgecloud.decision.replay import ReplayOutcome, replay
+from edgecloud.core.vocabulary import Evaluation, ReplayOutcome
+from edgecloud.core.wire import DEFAULT_CELL, DEFAULT_POLICY
+from edgecloud.decision.experience import Experience
+from edgecloud.decision.replay import replay
 
 # How many experiences the in-memory audit log keeps (Redis keeps its stream capped likewise).
 LOG_LENGTH = 100_000
@@ -23,8 +25,8 @@ LOG_LENGTH = 100_000
 class PoolNamespace:
     """One pool per cell (base station) and per policy, so policies under comparison never share examples."""
 
-    cell: str = "cell-0"
-    policy: str = "icl"
+    cell: str = DEFAULT_CELL
+    policy: str = DEFAULT_POLICY
 
     @property
     def prefix(self) -> str:

@@ -20,8 +20,8 @@ from importlib import resources
 
 import jinja2
 
+from edgecloud.core.vocabulary import QUALITY_PREFERRED, TOKEN_BINS, Action, ServiceType, TaskState
 from edgecloud.decision.experience import Experience
-from edgecloud.decision.keywords import QUALITY_PREFERRED, TOKEN_BINS, Action, ServiceType, TaskState
 
 TEMPLATE_NAME = "meta_prompt.j2"
 CONTENT_FREE = "N/A"

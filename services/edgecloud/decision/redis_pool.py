@@ -17,9 +17,9 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from edgecloud.decision.experience import Evaluation, Experience
+from edgecloud.core.vocabulary import Evaluation, ReplayOutcome
+from edgecloud.decision.experience import Experience
 from edgecloud.decision.pool import LOG_LENGTH, OfferResult, PoolNamespace, PoolSnapshot
-from edgecloud.decision.replay import ReplayOutcome
 
 # KEYS: examples hash, version counter, log stream.
 # ARGV: keyword key, reward (Python repr, exact as a double), "1" if the quality constraint (4e) is met,

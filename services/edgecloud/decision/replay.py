@@ -14,24 +14,8 @@ check that both agree.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-from edgecloud.decision.experience import Evaluation, Experience
-
-
-class ReplayOutcome(StrEnum):
-    ADDED = "added"
-    REPLACED = "replaced"
-    KEPT_EXISTING = "kept_existing"
-    REJECTED_BAD = "rejected_bad"
-
-    @property
-    def evaluation(self) -> Evaluation:
-        return Evaluation.GOOD if self in (ReplayOutcome.ADDED, ReplayOutcome.REPLACED) else Evaluation.BAD
-
-    @property
-    def changes_pool(self) -> bool:
-        return self in (ReplayOutcome.ADDED, ReplayOutcome.REPLACED)
+from edgecloud.core.vocabulary import ReplayOutcome
+from edgecloud.decision.experience import Experience
 
 
 def replay(stored: Experience | None, current: Experience) -> ReplayOutcome:

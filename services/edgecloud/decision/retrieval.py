@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
+from edgecloud.core.vocabulary import TOKEN_BINS, TaskState
 from edgecloud.decision.experience import Experience
-from edgecloud.decision.keywords import TOKEN_BINS, TaskState
 
 TYPE_STEP = 2
 """Added to the distance when the service types differ."""

@@ -39,7 +39,7 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
-from edgecloud.decision.keywords import Action
+from edgecloud.core.vocabulary import Action
 from edgecloud.decision.llm_endpoint import (
     DEFAULT_TIMEOUT_S,
     CannotScore,

@@ -13,10 +13,19 @@ import time
 from collections.abc import Callable
 
 from edgecloud.core.errors import BadRequestError
+from edgecloud.core.reward import RewardParams, reward
+from edgecloud.core.vocabulary import TaskState
+from edgecloud.core.wire import (
+    DecisionRequest,
+    DecisionResponse,
+    ExperienceRequest,
+    ExperienceResponse,
+    TaskFields,
+    WarmUp,
+)
 from edgecloud.decision.cache import DecisionCache
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.exploration import EpsilonGreedy, make_schedule
-from edgecloud.decision.keywords import TaskState
 from edgecloud.decision.llm_endpoint import CannotScore, ScoringError
 from edgecloud.decision.metrics import DecisionMetrics
 from edgecloud.decision.policies.base import (
@@ -30,18 +39,7 @@ from edgecloud.decision.policies.base import (
 from edgecloud.decision.policies.icl import IclPolicy, IclSetup, LatestIclPolicy
 from edgecloud.decision.pool import ExperiencePool, PoolNamespace
 from edgecloud.decision.prompt import candidate_completions
-from edgecloud.decision.protocol import (
-    DecisionRequest,
-    DecisionResponse,
-    ExampleView,
-    ExperienceRequest,
-    ExperienceResponse,
-    PoolResponse,
-    PromptResponse,
-    TaskFields,
-    WarmUp,
-)
-from edgecloud.decision.reward import RewardParams, reward
+from edgecloud.decision.protocol import ExampleView, PoolResponse, PromptResponse
 from edgecloud.decision.scoring import Scorer, ScoreResult
 from edgecloud.decision.settings import DecisionSettings
 

@@ -1,6 +1,6 @@
 """From served tasks to the numbers of Fig. 5 and to the paper's claims, each with a stated test.
 
-Rewards are eq. 10 (``decision.reward``) on each task's t_tran and t_gen. "Final" values are means over
+Rewards are eq. 10 (``core.reward``) on each task's t_tran and t_gen. "Final" values are means over
 the last ``FINAL_EPISODES`` episodes of a run, where exploration has had its chance; the thresholds that
 turn a measured number into "held" or "not held" are constants here, stated in the claims table.
 """
@@ -13,8 +13,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgecloud.decision.keywords import TaskState
-from edgecloud.decision.reward import RewardParams, reward
+from edgecloud.core.reward import RewardParams, reward
+from edgecloud.core.vocabulary import TaskState
 from edgecloud.experiments.reproduce import SweepPoint
 from edgecloud.experiments.runner import PolicyRun
 from edgecloud.experiments.system import Served

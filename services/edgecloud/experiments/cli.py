@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from edgecloud.decision.reward import RewardParams
+from edgecloud.core.reward import RewardParams
 from edgecloud.experiments.analysis import Claim, episode_series, learning_claims, sweep_claims
 from edgecloud.experiments.config import DEFAULT_CONFIG_FILE, ConfigError, ExperimentConfig, LlmOverrides
 from edgecloud.experiments.figures import write_figures

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 
 DEFAULT_CONFIG_FILE = Path(__file__).parent / "data" / "fig5.yaml"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgecloud.channel.settings import ChannelModelName, ChannelSettings
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 from edgecloud.decision.policies.base import POLICY_REGISTRY
 from edgecloud.decision.policies.icl import IclPolicy
 from edgecloud.decision.pool import InMemoryExperiencePool

@@ -20,10 +20,10 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from edgecloud.core.wire import DecisionRequest, ExperienceRequest
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.policies.base import DecisionContext
 from edgecloud.decision.pool import PoolNamespace
-from edgecloud.decision.protocol import DecisionRequest, ExperienceRequest
 from edgecloud.decision.service import DecisionService
 from edgecloud.experiments.system import EdgeCloudSystem, Served
 from edgecloud.experiments.workload import TaskGenerator

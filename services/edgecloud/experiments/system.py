@@ -24,7 +24,7 @@ import numpy as np
 from edgecloud.channel.air import AirInterface, Transmission
 from edgecloud.channel.service import make_cell
 from edgecloud.channel.settings import ChannelSettings
-from edgecloud.decision.keywords import Action
+from edgecloud.core.vocabulary import Action
 from edgecloud.experiments.workload import Task
 from edgecloud.gateway.quality import QualityTable
 from edgecloud.llmsim.profiles import LatencyProfile

@@ -9,13 +9,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from edgecloud.core.headers import (
+    AIR_INTERFACE_HEADER,
+    QUALITY_REQUIREMENT_HEADER,
+    REQUEST_ID_HEADER,
+    ROUTE_HEADER,
+    SERVICE_TYPE_HEADER,
+)
 from edgecloud.core.metrics import add_liveness_and_metrics_routes
 from edgecloud.core.openapi import install_openapi
 from edgecloud.core.protocol import GENERATION_REQUESTS, ChatCompletionRequest, CompletionRequest, ModelList
 from edgecloud.core.server import listen_overrides, serve, service_app
 from edgecloud.core.streaming import WatchedStreamingResponse
+from edgecloud.core.wire import AirReport
 from edgecloud.gateway.metrics import GatewayMetrics
-from edgecloud.gateway.protocol import AIR_INTERFACE_HEADER, REQUEST_ID_HEADER, AirReport
 from edgecloud.gateway.service import Endpoint, GatewayService, Relay, RequestHints
 from edgecloud.gateway.settings import GatewaySettings
 
@@ -40,10 +47,10 @@ async def _parse(raw: Request, model: GenerationRequestModel) -> ChatCompletionR
 def _hints(raw: Request) -> RequestHints:
     headers = raw.headers
     return RequestHints(
-        route=headers.get("x-route"),
+        route=headers.get(ROUTE_HEADER),
         request_id=headers.get(REQUEST_ID_HEADER),
-        service_type=headers.get("x-service-type"),
-        quality_requirement=headers.get("x-quality-requirement"),
+        service_type=headers.get(SERVICE_TYPE_HEADER),
+        quality_requirement=headers.get(QUALITY_REQUIREMENT_HEADER),
         over_the_air=AIR_INTERFACE_HEADER in headers,
     )
 

@@ -15,9 +15,12 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+from pydantic import ValidationError
 
 from edgecloud.core.auth import bearer_headers
-from edgecloud.decision.keywords import Action, ServiceType, TaskState, rule_action
+from edgecloud.core.headers import JSON_CONTENT
+from edgecloud.core.vocabulary import Action, ServiceType, TaskState, rule_action
+from edgecloud.core.wire import DecisionRequest, DecisionResponse
 from edgecloud.gateway.settings import GatewaySettings, Route
 
 logger = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ class DecisionClient:
         self.url = settings.decision_url
         self.policy = settings.decision_policy
         self.cell = settings.cell
-        self._headers = bearer_headers(settings.decision_api_key)
+        self._headers = {**JSON_CONTENT, **bearer_headers(settings.decision_api_key)}
         self._timeout = aiohttp.ClientTimeout(total=settings.decision_timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._outage_logged = False
@@ -69,26 +72,25 @@ class DecisionClient:
 
     async def decide(self, service_type: ServiceType, estimated_tokens: int) -> RouteDecision:
         started = time.perf_counter()
-        body = {
-            "service_type": service_type.value,
-            "estimated_tokens": estimated_tokens,
-            "cell": self.cell,
-            "policy": self.policy,
-        }
         if self._session is not None:
+            body = DecisionRequest(
+                service_type=service_type, estimated_tokens=estimated_tokens, cell=self.cell, policy=self.policy
+            )
             try:
-                async with self._session.post(f"{self.url}/v1/decisions", json=body, headers=self._headers) as response:
+                async with self._session.post(
+                    f"{self.url}/v1/decisions", data=body.model_dump_json(), headers=self._headers
+                ) as response:
                     if response.status == 200:
-                        answer = await response.json()
+                        answer = DecisionResponse.model_validate_json(await response.read())
                         self._outage_logged = False
                         return RouteDecision(
-                            ROUTE_OF_ACTION[Action(answer["decision"])],
-                            str(answer["source"]),
+                            ROUTE_OF_ACTION[answer.decision],
+                            answer.source.value,
                             time.perf_counter() - started,
-                            answer.get("pool_version"),
+                            answer.pool_version,
                         )
                     self._log_outage(f"it answered {response.status}")
-            except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as exc:
+            except (TimeoutError, aiohttp.ClientError, ValidationError) as exc:
                 self._log_outage(type(exc).__name__)
         action = rule_action(TaskState.of(service_type, estimated_tokens))
         return RouteDecision(ROUTE_OF_ACTION[action], GATEWAY_FALLBACK, time.perf_counter() - started)

@@ -24,22 +24,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from pydantic import ValidationError
 
 from edgecloud.core.auth import bearer_headers
-from edgecloud.decision.keywords import Action, ServiceType
+from edgecloud.core.headers import JSON_CONTENT
+from edgecloud.core.vocabulary import Action, DecisionSource, ServiceType
+from edgecloud.core.wire import CLIENT_CHOICES_CELL_SUFFIX, AirReport, ExperienceRequest, ExperienceResponse
 from edgecloud.gateway.metrics import GatewayMetrics
-from edgecloud.gateway.protocol import AirReport
 from edgecloud.gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
-# The decision service's DecisionSource values; ours (gateway_fallback, backend_down, client) are not sent.
-DECISION_SOURCES = frozenset({"llm", "explore", "cache", "fallback", "baseline"})
+# The decision service's sources are sent with an experience; ours (gateway_fallback, backend_down, client) not.
+DECISION_SOURCES = frozenset(DecisionSource)
 RETRY_INTERVAL_S = 1.0  # wait before posting again after the decision service failed
 SWEEP_INTERVAL_S = 1.0  # how often unmatched halves are checked for expiry
 POST_TIMEOUT_S = 10.0
-# The pool a client's own choices feed (unless learn_from_client_choices): the cell's name with this suffix.
-CLIENT_CHOICES_CELL_SUFFIX = ".client-choices"
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class ExperienceWriter:
         self.policy = settings.decision_policy
         self.cell = settings.cell
         self.learn_from_client_choices = settings.learn_from_client_choices
-        self._headers = bearer_headers(settings.decision_api_key)
+        self._headers = {**JSON_CONTENT, **bearer_headers(settings.decision_api_key)}
         self.capacity = settings.experience_queue_size
         self.air_timeout_s = settings.air_report_timeout_s
         self.metrics = metrics
@@ -147,20 +147,22 @@ class ExperienceWriter:
         """True when the experience is stored (or refused for good); False to try again later."""
         assert self._session is not None
         apart = request.client_choice and not self.learn_from_client_choices
-        body = {
-            "service_type": request.service_type.value,
-            "estimated_tokens": request.estimated_tokens,
-            "cell": f"{self.cell}{CLIENT_CHOICES_CELL_SUFFIX}" if apart else self.cell,
-            "policy": self.policy,
-            "decision": request.action.value,
-            "transmission_s": transmission_s,
-            "generation_s": request.generation_s,
-            "quality_met": request.quality_met,
-            "source": request.source if request.source in DECISION_SOURCES else None,
-            "request_id": request.request_id,
-        }
+        body = ExperienceRequest(
+            service_type=request.service_type,
+            estimated_tokens=request.estimated_tokens,
+            cell=f"{self.cell}{CLIENT_CHOICES_CELL_SUFFIX}" if apart else self.cell,
+            policy=self.policy,
+            decision=request.action,
+            transmission_s=transmission_s,
+            generation_s=request.generation_s,
+            quality_met=request.quality_met,
+            source=DecisionSource(request.source) if request.source in DECISION_SOURCES else None,
+            request_id=request.request_id,
+        )
         try:
-            async with self._session.post(f"{self.url}/v1/experiences", json=body, headers=self._headers) as response:
+            async with self._session.post(
+                f"{self.url}/v1/experiences", data=body.model_dump_json(), headers=self._headers
+            ) as response:
                 if response.status >= 500:
                     self._log_outage(f"it answered {response.status}")
                     return False
@@ -170,13 +172,13 @@ class ExperienceWriter:
                     )
                     self.metrics.experiences.labels("refused").inc()
                     return True
-                answer = await response.json()
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                answer = ExperienceResponse.model_validate_json(await response.read())
+        except (TimeoutError, aiohttp.ClientError, ValidationError) as exc:
             self._log_outage(type(exc).__name__)
             return False
         self._outage_logged = False
-        self.metrics.experiences.labels("buffered" if answer.get("buffered") else "stored").inc()
-        self.metrics.reward.labels(request.route, request.service_type.value).observe(float(answer["reward"]))
+        self.metrics.experiences.labels("buffered" if answer.buffered else "stored").inc()
+        self.metrics.reward.labels(request.route, request.service_type.value).observe(answer.reward)
         return True
 
     def _log_outage(self, reason: str) -> None:

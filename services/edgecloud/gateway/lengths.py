@@ -45,7 +45,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from edgecloud.core.redis_guard import RedisGuard
-from edgecloud.decision.keywords import ServiceType, token_bin
+from edgecloud.core.vocabulary import ServiceType, token_bin
 
 logger = logging.getLogger(__name__)
 

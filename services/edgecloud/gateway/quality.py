@@ -22,11 +22,10 @@ from typing import Any
 import yaml
 
 from edgecloud.core.errors import BadRequestError
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.headers import QUALITY_REQUIREMENT_HEADER
+from edgecloud.core.vocabulary import ServiceType
 
 DEFAULT_QUALITY_FILE = Path(__file__).parent / "data" / "quality.yaml"
-REQUIREMENT_HEADER = "x-quality-requirement"
-QUALITY_MET_HEADER = "x-quality-met"  # response: "true" when the serving model meets the requirement (4e)
 # Indices and requirements are benchmark scores in percent.
 INDEX_MIN = 0.0
 INDEX_MAX = 100.0
@@ -109,9 +108,9 @@ class QualityTable:
         if not math.isfinite(value) or not INDEX_MIN <= value <= INDEX_MAX:
             benchmark = self.service_types[service_type].benchmark
             raise BadRequestError(
-                f"Invalid {REQUIREMENT_HEADER} header {header_value!r}: expected a number from {INDEX_MIN:g} "
+                f"Invalid {QUALITY_REQUIREMENT_HEADER} header {header_value!r}: expected a number from {INDEX_MIN:g} "
                 f"to {INDEX_MAX:g}, a score in percent on the {benchmark} benchmark that rates {service_type.value}.",
-                param=REQUIREMENT_HEADER,
+                param=QUALITY_REQUIREMENT_HEADER,
             )
         return value
 

@@ -24,7 +24,7 @@ from edgecloud.core.errors import (
     UpstreamUnavailableError,
     error_body,
 )
-from edgecloud.core.protocol import SERVICE_TYPE_HEADER
+from edgecloud.core.headers import SERVICE_TYPE_HEADER
 from edgecloud.core.sse import DONE_EVENT, SSEEventSplitter, carries_token, carries_usage
 from edgecloud.gateway.routing import Backend
 from edgecloud.gateway.settings import GatewaySettings

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from edgecloud.core.errors import BadRequestError, ModelNotFoundError
+from edgecloud.core.headers import ROUTE_HEADER
 from edgecloud.core.protocol import ModelCard
 from edgecloud.gateway.settings import GatewaySettings, Route
 
@@ -59,7 +60,7 @@ class RouteSelector:
             except ValueError:
                 raise BadRequestError(
                     f"Invalid x-route header {route_header!r}: expected one of {[r.value for r in Route]}.",
-                    param="x-route",
+                    param=ROUTE_HEADER,
                 ) from None
         if model == self.auto_model:
             return self.backends[self.default_route]

@@ -33,8 +33,23 @@ from edgecloud.core.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from edgecloud.core.headers import (
+    BACKEND_MODEL_HEADER,
+    DECISION_LATENCY_MS_HEADER,
+    DECISION_SOURCE_HEADER,
+    ESTIMATED_TOKENS_HEADER,
+    GATEWAY_OVERHEAD_MS_HEADER,
+    MAX_REQUEST_ID_LENGTH,
+    QUALITY_MET_HEADER,
+    QUALITY_REQUIREMENT_HEADER,
+    REQUEST_ID_HEADER,
+    RETRIED_FROM_HEADER,
+    ROUTE_HEADER,
+    SERVICE_TYPE_HEADER,
+)
 from edgecloud.core.protocol import ChatCompletionRequest, CompletionRequest, ModelList
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
+from edgecloud.core.wire import AirReport
 from edgecloud.gateway.clients import OPEN_CLIENT, ClientKey, ClientKeys
 from edgecloud.gateway.decisions import (
     ACTION_OF_ROUTE,
@@ -48,8 +63,7 @@ from edgecloud.gateway.experiences import ExperienceWriter, ServedRequest
 from edgecloud.gateway.lengths import OutputLengthEstimator
 from edgecloud.gateway.limits import RateLimiter
 from edgecloud.gateway.metrics import GatewayMetrics
-from edgecloud.gateway.protocol import MAX_REQUEST_ID_LENGTH, REQUEST_ID_HEADER, AirReport
-from edgecloud.gateway.quality import QUALITY_MET_HEADER, QualityTable
+from edgecloud.gateway.quality import QualityTable
 from edgecloud.gateway.relay import StreamOutcome, UpstreamClient, read_completion, relay_stream
 from edgecloud.gateway.routing import Backend, RouteSelector
 from edgecloud.gateway.settings import GatewaySettings, Route
@@ -187,7 +201,7 @@ class GatewayService:
                 except ValueError:
                     raise BadRequestError(
                         f"Unknown service type {stated!r}: expected one of {[t.value for t in ServiceType]}.",
-                        param="x-service-type" if origin == "header" else "metadata.service_type",
+                        param=SERVICE_TYPE_HEADER if origin == "header" else "metadata.service_type",
                     ) from None
                 self.metrics.classifications.labels(service_type.value, origin).inc()
                 return service_type
@@ -434,19 +448,19 @@ class GatewayService:
 
     def _headers(self, plan: Plan, backend: Backend, timing: RequestTiming) -> dict[str, str]:
         headers = {
-            "x-route": backend.route.value,
-            "x-backend-model": backend.model,
-            "x-gateway-overhead-ms": f"{timing.overhead * 1000:.3f}",
-            "x-request-id": plan.request_id,
-            "x-service-type": plan.service_type.value,
-            "x-estimated-tokens": str(plan.estimated_tokens),
-            "x-decision-source": plan.decision.source,
-            "x-decision-latency-ms": f"{plan.decision.latency_s * 1000:.3f}",
-            "x-quality-requirement": f"{plan.requirement:g}",
+            ROUTE_HEADER: backend.route.value,
+            BACKEND_MODEL_HEADER: backend.model,
+            GATEWAY_OVERHEAD_MS_HEADER: f"{timing.overhead * 1000:.3f}",
+            REQUEST_ID_HEADER: plan.request_id,
+            SERVICE_TYPE_HEADER: plan.service_type.value,
+            ESTIMATED_TOKENS_HEADER: str(plan.estimated_tokens),
+            DECISION_SOURCE_HEADER: plan.decision.source,
+            DECISION_LATENCY_MS_HEADER: f"{plan.decision.latency_s * 1000:.3f}",
+            QUALITY_REQUIREMENT_HEADER: f"{plan.requirement:g}",
             QUALITY_MET_HEADER: str(self.quality.meets(backend.model, plan.service_type, plan.requirement)).lower(),
         }
         if plan.retried_from is not None:
-            headers["x-retried-from"] = plan.retried_from.value
+            headers[RETRIED_FROM_HEADER] = plan.retried_from.value
         return headers
 
 

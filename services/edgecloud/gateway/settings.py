@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from edgecloud.core.settings import ServerSettings, http_url
+from edgecloud.core.wire import CELL_PATTERN, DEFAULT_CELL, DEFAULT_POLICY, LONGEST_CELL, POLICY_PATTERN
 from edgecloud.gateway.clients import ClientDefaults
 from edgecloud.gateway.quality import DEFAULT_QUALITY_FILE
 
@@ -93,8 +94,15 @@ class GatewaySettings(ServerSettings):
         "below its type's default, feed the shared pool. Off: such experiences go to the pool of cell "
         "'<cell>.client-choices', apart, so no client can steer other users' decisions.",
     )
-    decision_policy: str = Field("icl", description="Policy the decision service uses (see its GET /health).")
-    cell: str = Field("cell-0", description="This base station's id: the experience pool it reads and feeds.")
+    decision_policy: str = Field(
+        DEFAULT_POLICY, pattern=POLICY_PATTERN, description="Policy the decision service uses (see its GET /health)."
+    )
+    cell: str = Field(
+        DEFAULT_CELL,
+        pattern=CELL_PATTERN,
+        max_length=LONGEST_CELL,
+        description="This base station's id: the experience pool it reads and feeds.",
+    )
     classify_prompts: bool = Field(
         True, description="Classify prompts with the MiniLM classifier when the client states no service type."
     )

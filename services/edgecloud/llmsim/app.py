@@ -14,12 +14,12 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from edgecloud.core.errors import install_error_handlers
+from edgecloud.core.headers import SERVICE_TYPE_HEADER
 from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import metrics_response
 from edgecloud.core.openapi import install_openapi
 from edgecloud.core.protocol import (
     GENERATION_REQUESTS,
-    SERVICE_TYPE_HEADER,
     ChatCompletionRequest,
     CompletionRequest,
     ModelList,

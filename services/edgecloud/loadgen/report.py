@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecloud import __version__
-from edgecloud.decision.reward import RewardParams
+from edgecloud.core.reward import RewardParams
 from edgecloud.loadgen.corpus import Corpus
 from edgecloud.loadgen.metrics import (
     DEFINITIONS,

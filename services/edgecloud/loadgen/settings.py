@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from edgecloud.core.reward import RewardParams
 from edgecloud.core.settings import http_url
-from edgecloud.decision.keywords import QUALITY_PREFERRED, ServiceType
-from edgecloud.decision.reward import RewardParams
+from edgecloud.core.vocabulary import QUALITY_PREFERRED, ServiceType
 
 Arrival = Literal["poisson", "gamma"]
 # Service level objectives of --goodput, in ms, as vllm bench serve names them ("e2el" is its e2e).

@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from edgecloud.decision.keywords import ServiceType
+from edgecloud.core.vocabulary import ServiceType
 from edgecloud.loadgen.arrivals import send_times
 from edgecloud.loadgen.corpus import Corpus
 from edgecloud.loadgen.settings import LoadgenSettings

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import httpx
 
-from edgecloud.decision.protocol import WarmUp
+from edgecloud.core.wire import WarmUp
 from edgecloud.testbed.demo import ask
 from edgecloud.testbed.processes import Backoff, ManagedProcess, ProcessFailed, http_ok, tcp_open
 from edgecloud.testbed.settings import TestbedSettings

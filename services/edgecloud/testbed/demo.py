@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from edgecloud.core.headers import BACKEND_MODEL_HEADER, DECISION_SOURCE_HEADER, ROUTE_HEADER, SERVICE_TYPE_HEADER
+
 DEMO_USER = "testbed-demo"  # the OpenAI 'user' field: the channel emulator's user id
 
 
@@ -65,10 +67,10 @@ def ask(base_url: str, model: str, prompt: str, max_tokens: int, timeout_s: floa
         raise RuntimeError("no tokens were streamed")
     return DemoResult(
         answer="".join(pieces).strip(),
-        route=headers.get("x-route", "?"),
-        backend_model=headers.get("x-backend-model", "?"),
-        service_type=headers.get("x-service-type", "?"),
-        decision_source=headers.get("x-decision-source", "?"),
+        route=headers.get(ROUTE_HEADER, "?"),
+        backend_model=headers.get(BACKEND_MODEL_HEADER, "?"),
+        service_type=headers.get(SERVICE_TYPE_HEADER, "?"),
+        decision_source=headers.get(DECISION_SOURCE_HEADER, "?"),
         ttft_s=first - started,
         tpot_s=(last - first) / (tokens - 1) if tokens > 1 else None,
         output_tokens=tokens,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from typing import ClassVar, Self
 
-from edgecloud.decision.keywords import Action, TaskState
-from edgecloud.decision.policies.base import Decision, DecisionContext, DecisionSource, Policy, register
-from edgecloud.decision.reward import RewardParams
+from edgecloud.core.reward import RewardParams
+from edgecloud.core.vocabulary import Action, DecisionSource, TaskState
+from edgecloud.decision.policies.base import Decision, DecisionContext, Policy, register
 
 
 class AlwaysPolicy(Policy):

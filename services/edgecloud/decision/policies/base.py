@@ -11,21 +11,11 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import ClassVar, Self
 
+from edgecloud.core.reward import RewardParams
+from edgecloud.core.vocabulary import Action, DecisionSource, TaskState
 from edgecloud.decision.experience import Experience
-from edgecloud.decision.keywords import Action, TaskState
-from edgecloud.decision.reward import RewardParams
-
-
-class DecisionSource(StrEnum):
-    LLM = "llm"
-    EXPLORE = "explore"
-    CACHE = "cache"
-    FALLBACK = "fallback"
-    BASELINE = "baseline"
-
 
 # What the true outcome of an action would be for this request: (t_total in seconds, quality met).
 # Only experiments know it (they simulate both sides); the oracle reference needs it.

@@ -30,11 +30,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
+from edgecloud.core.reward import RewardParams
+from edgecloud.core.vocabulary import Action, DecisionSource, TaskState
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.exploration import EpsilonGreedy, make_schedule
-from edgecloud.decision.keywords import Action, TaskState
-from edgecloud.decision.policies.base import Decision, DecisionContext, DecisionSource, Policy, register
-from edgecloud.decision.reward import RewardParams
+from edgecloud.decision.policies.base import Decision, DecisionContext, Policy, register
 
 if TYPE_CHECKING:
     from stable_baselines3 import DQN

@@ -23,13 +23,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from edgecloud.core.vocabulary import Action, DecisionSource, Evaluation, TaskState, rule_action
 from edgecloud.decision.cache import CacheKey, DecisionCache
-from edgecloud.decision.experience import Evaluation, Experience
+from edgecloud.decision.experience import Experience
 from edgecloud.decision.exploration import EpsilonGreedy
 from edgecloud.decision.icl_method import PAPER_METHOD, IclMethod
-from edgecloud.decision.keywords import Action, TaskState, rule_action
 from edgecloud.decision.llm_endpoint import CannotScore
-from edgecloud.decision.policies.base import Decision, DecisionContext, DecisionSource, Policy, register
+from edgecloud.decision.policies.base import Decision, DecisionContext, Policy, register
 from edgecloud.decision.pool import ExperiencePool, PoolNamespace
 from edgecloud.decision.prompt import CONTENT_FREE, candidate_completions
 from edgecloud.decision.scoring import Scorer, ScoreResult, ScoringError, ScoringPath, argmax

@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 from typing import Self
 
-from edgecloud.decision.keywords import Action, TaskState
-from edgecloud.decision.policies.base import Decision, DecisionContext, DecisionSource, Policy, register
-from edgecloud.decision.reward import RewardParams, reward
+from edgecloud.core.reward import RewardParams, reward
+from edgecloud.core.vocabulary import Action, DecisionSource, TaskState
+from edgecloud.decision.policies.base import Decision, DecisionContext, Policy, register
 
 
 class MissingOutcomeError(ValueError):

@@ -1,4 +1,5 @@
-"""The decision's input x (eq. 8) and output, as closed sets.
+"""The paper's vocabulary, shared by every service: the decision's input x (eq. 8), its output, and what
+the pool says of an experience, all as closed sets.
 
 Only values of these sets and numbers ever enter the decision prompt, never user text: a prompt
 full of instructions cannot reach the decision LLM because nothing of it is copied (section "Safety"
@@ -96,3 +97,37 @@ def keyword_grid() -> list[TaskState]:
 def rule_action(state: TaskState) -> Action:
     """The last-resort rule: quality-preferred service types need the cloud's quality, others stay local."""
     return Action.OFFLOAD if state.service_type.quality_preferred else Action.LOCAL
+
+
+class Evaluation(StrEnum):
+    """An experience's evaluation (eq. 9, step 3 of section III-A): Good ones may serve as examples."""
+
+    GOOD = "good"
+    BAD = "bad"
+
+
+class ReplayOutcome(StrEnum):
+    """What prioritized replay (section III-B, ``decision.replay``) did with an experience."""
+
+    ADDED = "added"
+    REPLACED = "replaced"
+    KEPT_EXISTING = "kept_existing"
+    REJECTED_BAD = "rejected_bad"
+
+    @property
+    def evaluation(self) -> Evaluation:
+        return Evaluation.GOOD if self.changes_pool else Evaluation.BAD
+
+    @property
+    def changes_pool(self) -> bool:
+        return self in (ReplayOutcome.ADDED, ReplayOutcome.REPLACED)
+
+
+class DecisionSource(StrEnum):
+    """Where the decision service's answer came from."""
+
+    LLM = "llm"  # the decision LLM scored the candidates (eq. 5-7)
+    EXPLORE = "explore"  # epsilon-greedy exploration (section III-B)
+    CACHE = "cache"  # the same x under the same pool version was scored before
+    FALLBACK = "fallback"  # the LLM did not answer in time: the pool's good example, else the rule
+    BASELINE = "baseline"  # a baseline policy (always-edge, DQN, ...) that scores nothing
