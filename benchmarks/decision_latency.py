@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio as redis
 
+from edgecloud.core.settings import LOCAL_EDGE_MODEL
 from edgecloud.core.vocabulary import Action, TaskState, keyword_grid
 from edgecloud.core.wire import DecisionRequest
 from edgecloud.decision.experience import Experience
@@ -41,7 +42,7 @@ from edgecloud.decision.service import DecisionService
 from edgecloud.decision.settings import DecisionSettings
 from edgecloud.gateway.decisions import DecisionClient
 from edgecloud.gateway.settings import GatewaySettings
-from edgecloud.testbed.cli import EDGE_VLLM_MODEL, LAUNCH_SCRIPT, redis_server_binary
+from edgecloud.testbed.cli import LAUNCH_SCRIPT, redis_server_binary
 from edgecloud.testbed.processes import ManagedProcess, free_port, http_ok, tcp_open
 from edgecloud.testbed.settings import TestbedSettings
 
@@ -239,7 +240,7 @@ def main() -> int:
             http_ok(f"{llm_url}/models"), env={"VLLM_PYTHON": str(VLLM_PYTHON.absolute())}, startup_timeout_s=900,
         ))  # fmt: skip
     settings = DecisionSettings(
-        redis_url=redis_url, llm_url=llm_url, llm_model=EDGE_VLLM_MODEL, epsilon=EPSILON, llm_timeout_s=600.0,
+        redis_url=redis_url, llm_url=llm_url, llm_model=LOCAL_EDGE_MODEL, epsilon=EPSILON, llm_timeout_s=600.0,
     )  # fmt: skip
     llm_processes.append(decision_process("decision", logs, service_port, {
         "DECISION_REDIS_URL": redis_url, "DECISION_LLM_URL": llm_url, "DECISION_EPSILON": "constant:0",

@@ -12,6 +12,7 @@ import yaml
 
 from edgecloud.core.errors import BadRequestError
 from edgecloud.core.headers import QUALITY_REQUIREMENT_HEADER
+from edgecloud.core.settings import LOCAL_EDGE_MODEL
 from edgecloud.core.vocabulary import QUALITY_PREFERRED, ServiceType
 from edgecloud.gateway.quality import (
     DEFAULT_QUALITY_FILE,
@@ -19,7 +20,6 @@ from edgecloud.gateway.quality import (
     QualityTableError,
 )
 from edgecloud.llmsim.profiles import load_profiles
-from edgecloud.testbed.cli import EDGE_VLLM_MODEL
 
 PAPER_EDGE = "meta-llama/Meta-Llama-3-8B-Instruct"  # Sec. IV-A: Llama3-8B at the edge
 PAPER_CLOUD = "gpt-4o"  # Sec. IV-A: GPT-4o in the cloud
@@ -94,7 +94,7 @@ def test_llama_3_and_3_1_are_different_models(table: QualityTable) -> None:
 def test_every_simulator_profile_and_the_testbed_edge_have_an_entry(table: QualityTable) -> None:
     names = set(load_profiles()) - NOT_A_MODEL_PROFILES
     assert {"llama-3-8b-edge", "gpt-4o-cloud", "gemma-7b", "gemini-1.5-pro", "llama-2-7b"} <= names
-    for name in [*names, EDGE_VLLM_MODEL]:
+    for name in [*names, LOCAL_EDGE_MODEL]:
         assert table.model(name) is not None, name
 
 

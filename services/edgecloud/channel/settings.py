@@ -16,7 +16,7 @@ from pydantic_settings import SettingsConfigDict
 from edgecloud.channel.radio.params import DEFAULT_RADIO_FILE, load_radio_params
 from edgecloud.channel.schedulers import SCHEDULERS
 from edgecloud.core.headers import ROUTE_HEADER, USER_ID_HEADER
-from edgecloud.core.settings import ServerSettings, http_url
+from edgecloud.core.settings import AIR_PORT, GATEWAY_PORT, ServerSettings, http_url, local_url
 
 
 class ChannelModelName(StrEnum):
@@ -33,9 +33,9 @@ class ByteAccounting(StrEnum):
 class ChannelSettings(ServerSettings):
     model_config = SettingsConfigDict(env_prefix="CHANNEL_", extra="ignore", validate_default=True)
 
-    port: int = Field(8080, ge=1, le=65535, description="TCP port; 8080, the testbed's air interface.")
+    port: int = Field(AIR_PORT, ge=1, le=65535, description="TCP port; the testbed's air interface (core.settings).")
     upstream_url: str = Field(
-        "http://127.0.0.1:8000", description="The base-station gateway this air interface fronts (its root URL)."
+        local_url(GATEWAY_PORT), description="The base-station gateway this air interface fronts (its root URL)."
     )
 
     channel_model: ChannelModelName = Field(

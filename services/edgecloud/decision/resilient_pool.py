@@ -12,8 +12,9 @@ While the store is down:
 Once the store answers, the buffer is flushed, oldest first, before the operation that found it back,
 so the pool ends as if nothing had failed. A flush that times out after the store applied an
 experience offers it again: the pool is unchanged by that (an equal reward keeps the stored example),
-only the log holds it twice. After a failure the store is left alone for ``retry_interval_s`` so a
-request path does not wait for a socket timeout on every call.
+only the log holds it twice. The store is reached through ``core.redis_guard.RedisGuard``, as the gateway
+reaches its Redis: each call has a deadline, and after a failure the store is left alone for
+``retry_interval_s`` so a request path does not wait for a timeout on every call.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
-import redis.exceptions
-
+from edgecloud.core.redis_guard import CALL_TIMEOUT_S, RedisGuard
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.pool import ExperiencePool, OfferResult, PoolNamespace, PoolSnapshot
 from edgecloud.decision.replay import replay
@@ -37,16 +36,8 @@ logger = logging.getLogger(__name__)
 BUFFER_SIZE = 10_000
 # The version reported before any was seen: never equal to a store's version (those start at 0).
 UNKNOWN_VERSION = -1
-# Errors that mean "the store is not there", as opposed to errors in what was asked of it.
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    OSError,
-)
 # Log a warning on the first dropped experience and then on every this many.
 DROP_WARNING_EVERY = 1000
-
-T = TypeVar("T")
 
 
 class ResilientExperiencePool:
@@ -57,26 +48,28 @@ class ResilientExperiencePool:
         pool: ExperiencePool,
         *,
         buffer_size: int = BUFFER_SIZE,
+        timeout_s: float = CALL_TIMEOUT_S,
         retry_interval_s: float = 1.0,
-        unavailable: tuple[type[BaseException], ...] = UNAVAILABLE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
-        if retry_interval_s < 0:
-            raise ValueError(f"retry_interval_s must not be negative, got {retry_interval_s}")
         self.pool = pool
         self.buffer_size = buffer_size
-        self.retry_interval_s = retry_interval_s
-        self._unavailable = unavailable
-        self._clock = clock
+        self._store = RedisGuard(
+            "experience store",
+            "buffering offers, serving the last snapshot",
+            timeout_s,
+            retry_interval_s,
+            before=self._flush_waiting,
+            log=logger,
+            clock=clock,
+        )
         self._buffer: deque[tuple[PoolNamespace, Experience]] = deque()
         self._flush_lock = asyncio.Lock()
         self._snapshots: dict[PoolNamespace, PoolSnapshot] = {}
         self._versions: dict[PoolNamespace, int] = {}
         self._latest: dict[PoolNamespace, list[Experience]] = {}
-        self._available = True
-        self._failed_at = 0.0
         self.dropped_count = 0
 
     @property
@@ -87,7 +80,7 @@ class ResilientExperiencePool:
     @property
     def available(self) -> bool:
         """False from a failed call to the store until the next successful one."""
-        return self._available
+        return self._store.available
 
     async def flush(self) -> int:
         """Offer the buffered experiences to the store, oldest first; returns how many went in.
@@ -115,14 +108,14 @@ class ResilientExperiencePool:
         # Behind a running flush, an experience waits its turn so that the store sees offers in order.
         if self._flush_lock.locked():
             return self._hold(namespace, experience)
-        result = await self._through(lambda: self.pool.offer(namespace, experience))
+        result = await self._store.call(lambda: self.pool.offer(namespace, experience))
         if result is None:
             return self._hold(namespace, experience)
         self._versions[namespace] = result.version
         return result
 
     async def snapshot(self, namespace: PoolNamespace) -> PoolSnapshot:
-        snapshot = await self._through(lambda: self.pool.snapshot(namespace))
+        snapshot = await self._store.call(lambda: self.pool.snapshot(namespace))
         if snapshot is None:
             cached = self._snapshots.get(namespace, PoolSnapshot(UNKNOWN_VERSION, ()))
             return dataclasses.replace(cached, stale=True)
@@ -131,14 +124,14 @@ class ResilientExperiencePool:
         return snapshot
 
     async def version(self, namespace: PoolNamespace) -> int:
-        version = await self._through(lambda: self.pool.version(namespace))
+        version = await self._store.call(lambda: self.pool.version(namespace))
         if version is None:
             return self._versions.get(namespace, UNKNOWN_VERSION)
         self._versions[namespace] = version
         return version
 
     async def latest(self, namespace: PoolNamespace, count: int) -> list[Experience]:
-        latest = await self._through(lambda: self.pool.latest(namespace, count))
+        latest = await self._store.call(lambda: self.pool.latest(namespace, count))
         if latest is None:
             pending = [experience for held, experience in reversed(self._buffer) if held == namespace]
             return [*pending, *self._latest.get(namespace, [])][: max(count, 0)]
@@ -150,29 +143,15 @@ class ResilientExperiencePool:
         if self._buffer:
             await self.flush()
         version = await self.pool.clear(namespace)
-        self._available = True
+        self._store.available = True
         self._versions[namespace] = version
         self._snapshots[namespace] = PoolSnapshot(version, ())
         return version
 
-    async def _through(self, call: Callable[[], Awaitable[T]]) -> T | None:
-        """``call()`` on the store after flushing what waits; None if the store is unreachable."""
-        if not self._available and self._clock() - self._failed_at < self.retry_interval_s:
-            return None
-        try:
-            if self._buffer and not self._flush_lock.locked():
-                await self.flush()
-            result = await call()
-        except self._unavailable as error:
-            if self._available:
-                logger.warning("experience store unreachable (%r): buffering offers, serving the last snapshot", error)
-            self._available = False
-            self._failed_at = self._clock()
-            return None
-        if not self._available:
-            logger.info("experience store reachable again")
-        self._available = True
-        return result
+    async def _flush_waiting(self) -> None:
+        """Before any call to the store: what waited goes first, unless a flush is already on its way."""
+        if self._buffer and not self._flush_lock.locked():
+            await self.flush()
 
     def _hold(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
         self._buffer.append((namespace, experience))

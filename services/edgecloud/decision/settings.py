@@ -5,23 +5,40 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from edgecloud.core.settings import ServerSettings
+from edgecloud.core.reward import RewardParams
+from edgecloud.core.settings import (
+    DECISION_PORT,
+    EDGE_PORT,
+    LOCAL_EDGE_MODEL,
+    LOCAL_REDIS_URL,
+    RedisClientSettings,
+    ServerSettings,
+    local_url,
+)
 from edgecloud.decision.icl_method import CandidateScore, IclMethod
 from edgecloud.decision.prompt import PromptText
 from edgecloud.decision.retrieval import ExampleSelection
 from edgecloud.decision.scoring import CANNOT_SCORE_RETRY_S
 
 
-class DecisionSettings(ServerSettings):
+class DecisionSettings(ServerSettings, RedisClientSettings):
     model_config = SettingsConfigDict(env_prefix="DECISION_", extra="ignore", validate_default=True)
 
-    port: int = Field(8003, ge=1, le=65535, description="Next free port after the local testbed's 8000-8002.")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="The experience pool's Redis (testbed's).")
-    redis_timeout_s: float = Field(0.5, gt=0, description="Redis socket timeout; past it the pool is 'down'.")
-    llm_url: str = Field(
-        "http://127.0.0.1:8001/v1", description="OpenAI base URL of the decision LLM: the edge vLLM (paper: Llama3-8B)."
+    port: int = Field(DECISION_PORT, ge=1, le=65535, description="TCP port (core.settings.DECISION_PORT).")
+    redis_url: str = Field(LOCAL_REDIS_URL, description="The experience pool's Redis (testbed's).")
+    # The pool's own Redis timing, not the gateway's: a decision waits for the LLM anyway, and a false outage
+    # would serve a stale pool, so a slow answer is waited for longer; a real outage is retried sooner.
+    redis_timeout_s: float = Field(
+        0.5, gt=0, description="Redis connect and command timeout; past it the pool is 'down'."
     )
-    llm_model: str = Field("smollm2-135m-instruct", description="The decision LLM's model name (the testbed's edge).")
+    redis_retry_interval_s: float = Field(
+        1.0, ge=0, description="After a failed Redis call, how long the last snapshot serves before a retry."
+    )
+    llm_url: str = Field(
+        local_url(EDGE_PORT, "/v1"),
+        description="OpenAI base URL of the decision LLM: the edge vLLM (paper: Llama3-8B).",
+    )
+    llm_model: str = Field(LOCAL_EDGE_MODEL, description="The decision LLM's model name (the testbed's edge).")
     llm_api_key: SecretStr | None = Field(None, description="Bearer key of the decision LLM (GPT-4o needs one).")
     scoring: str = Field(
         "auto",
@@ -64,8 +81,12 @@ class DecisionSettings(ServerSettings):
         "constant:0.1", description="Exploration schedule (exploration.make_schedule); section III-B's epsilon."
     )
     seed: int = Field(0, description="Seed of exploration and random baselines.")
-    target_delay_s: float = Field(30.0, gt=0, description="T_target of eq. 10 (reward.RewardParams explains it).")
-    quality_penalty: float = Field(60.0, gt=0, description="r_penalty of eq. 10 (reward.RewardParams explains it).")
+    target_delay_s: float = Field(
+        RewardParams.target_delay_s, gt=0, description="T_target of eq. 10 (core.reward.RewardParams explains it)."
+    )
+    quality_penalty: float = Field(
+        RewardParams.quality_penalty, gt=0, description="r_penalty of eq. 10 (core.reward.RewardParams explains it)."
+    )
     latest_examples: int = Field(10, ge=1, le=100, description="Examples shown by the icl_latest baseline.")
     cache_entries: int = Field(10_000, ge=1, description="Decision cache size; the keyword grid has 35 states.")
     experience_buffer: int = Field(10_000, ge=1, description="Experiences kept in memory while Redis is down.")

@@ -40,11 +40,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
-from edgecloud.core.redis_guard import RedisGuard
+from edgecloud.core.redis_guard import CALL_TIMEOUT_S, RETRY_INTERVAL_S, RedisGuard, redis_client
 from edgecloud.core.vocabulary import ServiceType, token_bin
 
 logger = logging.getLogger(__name__)
@@ -54,11 +52,6 @@ DEFAULT_KEY_PREFIX = "edgecloud:lengths"
 DEFAULT_WINDOW = 100
 # Below this many observations the prior is used: a median of fewer than 3 rejects no outlier.
 MIN_OBSERVATIONS = 3
-# Socket connect and read timeout of every Redis call: a local Redis answers in well under 1 ms, so
-# 50 ms means "down or overloaded", and a request never waits longer than about twice this for it.
-REDIS_TIMEOUT_S = 0.05
-# After a failure Redis is left alone this long, so requests do not each pay the timeout.
-RETRY_INTERVAL_S = 5.0
 # How long Redis remembers a pushed observation's id: far above a retry (milliseconds) or the usual outage; an
 # observation applied just before an outage longer than this, whose reply was lost, may count twice.
 PUSH_MARKER_TTL_S = 600
@@ -132,7 +125,7 @@ class OutputLengthEstimator:
         *,
         min_observations: int = MIN_OBSERVATIONS,
         max_tokens_cap: int | None = None,
-        timeout_s: float = REDIS_TIMEOUT_S,
+        timeout_s: float = CALL_TIMEOUT_S,
         retry_interval_s: float = RETRY_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -175,15 +168,7 @@ class OutputLengthEstimator:
         """Connect to Redis if configured; an unreachable Redis is logged, not raised."""
         if self.redis_url is None or self._client is not None:
             return
-        # One immediate retry, no backoff: it reconnects a pooled connection that a Redis restart left
-        # dead (else the first call after every restart looks like an outage); redis-py's default
-        # backoff would hold a request for seconds. The guard's deadline bounds both tries.
-        self._client = aioredis.from_url(
-            self.redis_url,
-            socket_timeout=self._redis.timeout_s,
-            socket_connect_timeout=self._redis.timeout_s,
-            retry=Retry(NoBackoff(), 1),
-        )
+        self._client = redis_client(self.redis_url, self._redis.timeout_s)
         client = self._client
         self._push_once = client.register_script(PUSH_ONCE_SCRIPT)
         await self._redis.call(lambda: client.ping())

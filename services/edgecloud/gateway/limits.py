@@ -19,11 +19,9 @@ from collections import Counter
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from edgecloud.core.errors import RateLimitError
-from edgecloud.core.redis_guard import RedisGuard
+from edgecloud.core.redis_guard import CALL_TIMEOUT_S, RETRY_INTERVAL_S, RedisGuard, redis_client
 from edgecloud.gateway.clients import ClientKey
 
 logger = logging.getLogger(__name__)
@@ -31,29 +29,29 @@ logger = logging.getLogger(__name__)
 KEY_PREFIX = "edgecloud:limits"
 WINDOW_S = 60  # the budget's period: per minute, as OpenAI states its limits
 EXPIRE_S = 2 * WINDOW_S  # a window's counters outlive it by one window, then Redis drops them
-REDIS_TIMEOUT_S = 0.05  # as the output-length store: a local Redis answers in well under 1 ms
-RETRY_INTERVAL_S = 5.0
 
 
 class RateLimiter:
-    def __init__(self, redis_url: str | None, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis_url: str | None,
+        *,
+        timeout_s: float = CALL_TIMEOUT_S,
+        retry_interval_s: float = RETRY_INTERVAL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis_url = redis_url
         self._clock = clock
         self._client: aioredis.Redis | None = None
         self._redis = RedisGuard(
-            "rate-limit counters", "counting on this replica alone", REDIS_TIMEOUT_S, RETRY_INTERVAL_S, log=logger
+            "rate-limit counters", "counting on this replica alone", timeout_s, retry_interval_s, log=logger
         )
         self._local: Counter[str] = Counter()  # while Redis is down: the counters of ``_local_window`` only
         self._local_window = -1
 
     async def start(self) -> None:
         if self.redis_url is not None and self._client is None:
-            self._client = aioredis.from_url(
-                self.redis_url,
-                socket_timeout=REDIS_TIMEOUT_S,
-                socket_connect_timeout=REDIS_TIMEOUT_S,
-                retry=Retry(NoBackoff(), 1),
-            )
+            self._client = redis_client(self.redis_url, self._redis.timeout_s)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -8,7 +8,20 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from edgecloud.core.settings import ServerSettings, http_url
+from edgecloud.core.settings import (
+    AUTO_MODEL,
+    CLOUD_PORT,
+    DECISION_PORT,
+    EDGE_PORT,
+    GATEWAY_PORT,
+    LOCAL_CLOUD_MODEL,
+    LOCAL_EDGE_MODEL,
+    LOCAL_REDIS_URL,
+    RedisClientSettings,
+    ServerSettings,
+    http_url,
+    local_url,
+)
 from edgecloud.core.wire import CELL_PATTERN, DEFAULT_CELL, DEFAULT_POLICY, LONGEST_CELL, POLICY_PATTERN
 from edgecloud.gateway.clients import ClientDefaults
 from edgecloud.gateway.quality import DEFAULT_QUALITY_FILE
@@ -21,33 +34,32 @@ class Route(StrEnum):
     CLOUD = "cloud"
 
 
-class GatewaySettings(ServerSettings):
+class GatewaySettings(ServerSettings, RedisClientSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", validate_default=True)
 
-    port: int = Field(8000, ge=1, le=65535, description="TCP port; 8000 is vLLM's and OpenAI tooling's habit.")
+    port: int = Field(GATEWAY_PORT, ge=1, le=65535, description="TCP port (core.settings.GATEWAY_PORT).")
 
     edge_url: str = Field(
-        "http://127.0.0.1:8001/v1",
-        description="OpenAI base URL of the edge LLM (the local testbed's vLLM CPU port).",
+        local_url(EDGE_PORT, "/v1"), description="OpenAI base URL of the edge LLM (the local testbed's vLLM CPU port)."
     )
     edge_model: str = Field(
-        "smollm2-135m-instruct",
+        LOCAL_EDGE_MODEL,
         description="Model name the edge backend serves (the local testbed's SmolLM2; Llama-3-8B on GPU hosts).",
     )
     edge_max_model_len: int = Field(2048, ge=1, description="Edge context length; vLLM CPU recipe's --max-model-len.")
     edge_api_key: SecretStr | None = Field(None, description="Bearer key for the edge backend, if it needs one.")
 
     cloud_url: str = Field(
-        "http://127.0.0.1:8002/v1",
+        local_url(CLOUD_PORT, "/v1"),
         description="OpenAI base URL of the cloud LLM (the local testbed's GPT-4o simulator port).",
     )
-    cloud_model: str = Field("gpt-4o-cloud", description="Model name the cloud backend serves (simulator profile).")
+    cloud_model: str = Field(LOCAL_CLOUD_MODEL, description="Model name the cloud backend serves (simulator profile).")
     cloud_max_model_len: int = Field(128000, ge=1, description="Cloud context length; GPT-4o's 128k window.")
     cloud_api_key: SecretStr | None = Field(None, description="Bearer key for the cloud backend (OpenAI's GPT-4o).")
 
     default_route: Route = Field(Route.EDGE, description="Route when neither the model name nor x-route picks one.")
     auto_model: str = Field(
-        "edgecloud-auto",
+        AUTO_MODEL,
         description="Model name clients use to let the gateway choose the route (asks the decision service).",
     )
     api_keys: list[SecretStr] = Field(
@@ -66,12 +78,12 @@ class GatewaySettings(ServerSettings):
     client_may_state_requirement: bool = Field(True, description="Default: a key may send x-quality-requirement.")
     client_may_state_type: bool = Field(True, description="Default: a key may state its service type.")
     limits_redis_url: str | None = Field(
-        "redis://127.0.0.1:6379/0",
+        LOCAL_REDIS_URL,
         description="Redis for the per-key counters, shared by replicas; empty: each replica counts alone.",
     )
 
     decision_url: str | None = Field(
-        "http://127.0.0.1:8003",
+        local_url(DECISION_PORT),
         description="Decision service root URL (ICL offloading, eq. 5-7); empty: auto requests take default_route.",
     )
     decision_timeout_s: float = Field(
@@ -110,7 +122,7 @@ class GatewaySettings(ServerSettings):
         DEFAULT_QUALITY_FILE, description="Quality indices per model and service type, with their benchmarks."
     )
     lengths_redis_url: str | None = Field(
-        "redis://127.0.0.1:6379/0",
+        LOCAL_REDIS_URL,
         description="Redis for observed output lengths per service type, shared by replicas; empty: in-process only.",
     )
     max_estimated_tokens: int = Field(

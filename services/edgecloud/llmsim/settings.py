@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from edgecloud.core.settings import ServerSettings
+from edgecloud.core.settings import CLOUD_PORT, LOCAL_CLOUD_MODEL, ServerSettings
 from edgecloud.llmsim.failures import FailureRates
 from edgecloud.llmsim.profiles import DEFAULT_PROFILES_FILE, LatencyProfile, load_profiles
 
@@ -16,9 +16,11 @@ from edgecloud.llmsim.profiles import DEFAULT_PROFILES_FILE, LatencyProfile, loa
 class LLMSimSettings(ServerSettings):
     model_config = SettingsConfigDict(env_prefix="LLMSIM_")
 
-    port: int = Field(8002, ge=1, le=65535, description="TCP port; 8002 is the simulator's slot in the testbed.")
+    port: int = Field(
+        CLOUD_PORT, ge=1, le=65535, description="TCP port; the testbed's cloud (core.settings.CLOUD_PORT)."
+    )
     profile: str = Field(
-        "gpt-4o-cloud",
+        LOCAL_CLOUD_MODEL,
         description="Latency profile name from the profiles file; default: the paper's cloud LLM (Sec. IV-A).",
     )
     profiles_file: Path = Field(

@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from edgecloud.core.reward import RewardParams
-from edgecloud.core.settings import http_url
+from edgecloud.core.settings import AIR_PORT, AUTO_MODEL, http_url, local_url
 from edgecloud.core.vocabulary import QUALITY_PREFERRED, ServiceType
 
 Arrival = Literal["poisson", "gamma"]
@@ -43,10 +43,10 @@ class LoadgenSettings(BaseSettings):
 
     # Target.
     base_url: str = Field(
-        "http://127.0.0.1:8080/v1",
+        local_url(AIR_PORT, "/v1"),
         description="OpenAI base URL to load; the default is the testbed's air interface (:8000/v1 the gateway).",
     )
-    model: str = Field("edgecloud-auto", description="Model name sent; the default lets the gateway route.")
+    model: str = Field(AUTO_MODEL, description="Model name sent; the default lets the gateway route.")
     api_key: SecretStr | None = Field(
         None, description="Bearer key if the target needs one (default none); never shown."
     )

@@ -17,13 +17,13 @@ from typing import Any, NoReturn
 
 import httpx
 
+from edgecloud.core.settings import AUTO_MODEL, LOCAL_EDGE_MODEL, LOCAL_HOST, local_redis_url, local_url
 from edgecloud.core.wire import WarmUp
 from edgecloud.testbed.demo import ask
 from edgecloud.testbed.processes import Backoff, ManagedProcess, ProcessFailed, http_ok, tcp_open
 from edgecloud.testbed.settings import TestbedSettings
 from edgecloud.testbed.summary import summarize
 
-EDGE_VLLM_MODEL = "smollm2-135m-instruct"
 LAUNCH_SCRIPT = Path("edge-llm/cpu/launch.sh")
 PROGRESS_EVERY_S = 10.0
 KEYS_FILE = "keys.env"  # in the state directory
@@ -31,7 +31,7 @@ KEY_BYTES = 24  # random bytes per key (secrets.token_urlsafe): 192 bits
 # The gateway's prompt classifier is fastest with one BLAS thread on a loaded machine (docs/classifier.md).
 CLASSIFIER_BLAS_THREADS = "1"
 EDGE_DESCRIPTION = {
-    "vllm": f"real vLLM (CPU), {EDGE_VLLM_MODEL}; also the decision LLM",
+    "vllm": f"real vLLM (CPU), {LOCAL_EDGE_MODEL}; also the decision LLM",
     "sim": "simulator, llama-3-8b-edge profile; asked to decide, cannot: decisions fall back",
     "paper": "simulator, llama-3-8b-edge profile (the paper's edge)",
 }
@@ -87,7 +87,7 @@ def plan(settings: TestbedSettings, keys: ServiceKeys | None = None) -> list[Man
     redis_dir.mkdir(parents=True, exist_ok=True)
     redis = ManagedProcess(
         "redis",
-        [redis_server_binary(), "--port", str(settings.redis_port), "--bind", "127.0.0.1",
+        [redis_server_binary(), "--port", str(settings.redis_port), "--bind", LOCAL_HOST,
          "--dir", str(redis_dir.resolve()), "--appendonly", "yes", "--save", ""],
         logs / "redis.log",
         tcp_open(settings.redis_port),
@@ -95,20 +95,20 @@ def plan(settings: TestbedSettings, keys: ServiceKeys | None = None) -> list[Man
     )  # fmt: skip
     deciders: list[ManagedProcess] = []
     if settings.mode == "vllm":
-        edge_model = decision_model = EDGE_VLLM_MODEL
+        edge_model = decision_model = LOCAL_EDGE_MODEL
         edge = edge_vllm_process(settings, settings.edge_port, logs / "edge-llm.log")
     else:
         edge_model = decision_model = settings.edge_sim_profile
         edge = _simulator("edge-llm (simulator)", settings.edge_sim_profile, settings.edge_port, settings)
-    decision_llm_url = f"http://127.0.0.1:{settings.edge_port}/v1"  # vllm and sim: the edge LLM decides
+    decision_llm_url = local_url(settings.edge_port, "/v1")  # vllm and sim: the edge LLM decides
     if settings.mode == "paper":
         decision_model = settings.decision_llm_model
-        decision_llm_url = settings.decision_llm_url or f"http://127.0.0.1:{settings.decision_llm_port}/v1"
+        decision_llm_url = settings.decision_llm_url or local_url(settings.decision_llm_port, "/v1")
         if settings.decision_llm_url is None:
             log = logs / "decision-llm.log"
             deciders.append(edge_vllm_process(settings, settings.decision_llm_port, log, "decision-llm"))
     cloud = _simulator("cloud-llm (simulator)", settings.cloud_sim_profile, settings.cloud_port, settings)
-    redis_url = f"redis://127.0.0.1:{settings.redis_port}/0"
+    redis_url = local_redis_url(settings.redis_port)
     decision = _service(
         "decision",
         "edgecloud.decision",
@@ -132,11 +132,11 @@ def plan(settings: TestbedSettings, keys: ServiceKeys | None = None) -> list[Man
         settings,
         {
             "GATEWAY_PORT": str(settings.gateway_port),
-            "GATEWAY_EDGE_URL": f"http://127.0.0.1:{settings.edge_port}/v1",
+            "GATEWAY_EDGE_URL": local_url(settings.edge_port, "/v1"),
             "GATEWAY_EDGE_MODEL": edge_model,
-            "GATEWAY_CLOUD_URL": f"http://127.0.0.1:{settings.cloud_port}/v1",
+            "GATEWAY_CLOUD_URL": local_url(settings.cloud_port, "/v1"),
             "GATEWAY_CLOUD_MODEL": settings.cloud_sim_profile,
-            "GATEWAY_DECISION_URL": f"http://127.0.0.1:{settings.decision_port}",
+            "GATEWAY_DECISION_URL": local_url(settings.decision_port),
             "GATEWAY_LENGTHS_REDIS_URL": redis_url,
             "GATEWAY_LIMITS_REDIS_URL": redis_url,
             "GATEWAY_DECISION_API_KEY": keys.decision,
@@ -151,7 +151,7 @@ def plan(settings: TestbedSettings, keys: ServiceKeys | None = None) -> list[Man
         settings,
         {
             "CHANNEL_PORT": str(settings.air_port),
-            "CHANNEL_UPSTREAM_URL": f"http://127.0.0.1:{settings.gateway_port}",
+            "CHANNEL_UPSTREAM_URL": local_url(settings.gateway_port),
             "CHANNEL_GATEWAY_API_KEY": keys.air_report,
             "CHANNEL_ADMIN_API_KEY": keys.radio_admin,
         },
@@ -165,7 +165,7 @@ def edge_vllm_process(settings: TestbedSettings, port: int, log_path: Path, role
         f"{role} (vLLM CPU)",
         ["bash", str(LAUNCH_SCRIPT), str(settings.model_dir), str(port)],
         log_path,
-        http_ok(f"http://127.0.0.1:{port}/v1/models"),
+        http_ok(local_url(port, "/v1/models")),
         env={"VLLM_PYTHON": str(settings.vllm_python.absolute())},
         startup_timeout_s=settings.vllm_startup_timeout_s,
     )
@@ -190,7 +190,7 @@ def _service(
         name,
         [sys.executable, "-m", module],
         settings.state_dir / "logs" / f"{name.split()[0]}.log",
-        http_ok(f"http://127.0.0.1:{port}/health", ready),
+        http_ok(local_url(port, "/health"), ready),
         env=env,
         startup_timeout_s=settings.startup_timeout_s,
     )
@@ -220,20 +220,20 @@ def _start_all(processes: list[ManagedProcess]) -> None:
 
 def _print_urls(settings: TestbedSettings) -> None:
     rows = [
-        ("air", f"http://127.0.0.1:{settings.air_port}/v1", "OpenAI base URL for users: paced by the emulated radio"),
-        ("gateway", f"http://127.0.0.1:{settings.gateway_port}/v1", "the base station, without the radio"),
-        ("edge-llm", f"http://127.0.0.1:{settings.edge_port}/v1", EDGE_DESCRIPTION[settings.mode]),
-        ("cloud-llm", f"http://127.0.0.1:{settings.cloud_port}/v1", f"simulator, {settings.cloud_sim_profile}"),
-        ("decision", f"http://127.0.0.1:{settings.decision_port}/v1", "ICL offloading decisions; /v1/pool, /v1/prompt"),
-        ("redis", f"redis://127.0.0.1:{settings.redis_port}", "experience pool, output lengths; append-only"),
-        ("metrics", f"http://127.0.0.1:{settings.gateway_port}/metrics", "Prometheus: measured at the base station"),
-        ("metrics", f"http://127.0.0.1:{settings.air_port}/metrics", "Prometheus: as delivered to the users"),
-        ("cell", f"http://127.0.0.1:{settings.air_port}/v1/cell", "the radio cell: throughput, fairness (and /v1/ues)"),
+        ("air", local_url(settings.air_port, "/v1"), "OpenAI base URL for users: paced by the emulated radio"),
+        ("gateway", local_url(settings.gateway_port, "/v1"), "the base station, without the radio"),
+        ("edge-llm", local_url(settings.edge_port, "/v1"), EDGE_DESCRIPTION[settings.mode]),
+        ("cloud-llm", local_url(settings.cloud_port, "/v1"), f"simulator, {settings.cloud_sim_profile}"),
+        ("decision", local_url(settings.decision_port, "/v1"), "ICL offloading decisions; /v1/pool, /v1/prompt"),
+        ("redis", f"redis://{LOCAL_HOST}:{settings.redis_port}", "experience pool, output lengths; append-only"),
+        ("metrics", local_url(settings.gateway_port, "/metrics"), "Prometheus: measured at the base station"),
+        ("metrics", local_url(settings.air_port, "/metrics"), "Prometheus: as delivered to the users"),
+        ("cell", local_url(settings.air_port, "/v1/cell"), "the radio cell: throughput, fairness (and /v1/ues)"),
         ("logs", str(settings.state_dir / "logs"), ""),
         ("keys", str(settings.state_dir / KEYS_FILE), "service and operator keys of this run (docs/security.md)"),
     ]
     if settings.mode == "paper":
-        decider = settings.decision_llm_url or f"http://127.0.0.1:{settings.decision_llm_port}/v1"
+        decider = settings.decision_llm_url or local_url(settings.decision_llm_port, "/v1")
         rows.insert(5, ("decide-llm", decider, f"{settings.decision_llm_model}: the decision LLM"))
     for name, url, note in rows:
         print(f"[testbed]   {name:<10} {url:<40} {note}", flush=True)
@@ -242,8 +242,8 @@ def _print_urls(settings: TestbedSettings) -> None:
 def _watch(processes: list[ManagedProcess], settings: TestbedSettings) -> NoReturn:
     """Until stopped: restart a process that died (with back-off), and every ``summary_every_s`` print a
     one-line summary of new traffic."""
-    gateway = f"http://127.0.0.1:{settings.gateway_port}/metrics"
-    air = f"http://127.0.0.1:{settings.air_port}/metrics"
+    gateway = local_url(settings.gateway_port, "/metrics")
+    air = local_url(settings.air_port, "/metrics")
     backoffs = {process.name: Backoff() for process in processes}
     last_line, next_summary = "", time.monotonic()
     while True:
@@ -292,9 +292,9 @@ def run(settings: TestbedSettings) -> int:
     try:
         _start_all(processes)
         _print_urls(settings)
-        air = f"http://127.0.0.1:{settings.air_port}/v1"
+        air = local_url(settings.air_port, "/v1")
         print(f"[testbed] prompt: {settings.demo_prompt}", flush=True)
-        result = ask(air, "edgecloud-auto", settings.demo_prompt, settings.demo_max_tokens)
+        result = ask(air, AUTO_MODEL, settings.demo_prompt, settings.demo_max_tokens)
         print(f"[testbed] answer: {result.answer}", flush=True)
         print(f"[testbed] measured: {result.summary()}", flush=True)
         if settings.once:

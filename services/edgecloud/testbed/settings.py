@@ -8,6 +8,18 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edgecloud.core.settings import (
+    AIR_PORT,
+    CLOUD_PORT,
+    DECISION_LLM_PORT,
+    DECISION_PORT,
+    EDGE_PORT,
+    GATEWAY_PORT,
+    LOCAL_CLOUD_MODEL,
+    LOCAL_EDGE_MODEL,
+    REDIS_PORT,
+)
+
 
 class TestbedSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TESTBED_", extra="ignore")
@@ -22,29 +34,33 @@ class TestbedSettings(BaseSettings):
         ),
     )
     air_port: int = Field(
-        8080, description="Channel emulator port: the users' OpenAI base URL, paced by the emulated radio."
+        AIR_PORT, description="Channel emulator port: the users' OpenAI base URL, paced by the emulated radio."
     )
-    gateway_port: int = Field(8000, description="Gateway port (OpenAI base URL http://127.0.0.1:PORT/v1).")
-    edge_port: int = Field(8001, description="Edge LLM port.")
-    cloud_port: int = Field(8002, description="Cloud simulator port.")
-    decision_port: int = Field(8003, description="Decision service port (in-context learning over the Redis pool).")
-    decision_llm_port: int = Field(8004, description="The deciding vLLM's port in paper mode (it serves nobody else).")
+    gateway_port: int = Field(GATEWAY_PORT, description="Gateway port (OpenAI base URL http://127.0.0.1:PORT/v1).")
+    edge_port: int = Field(EDGE_PORT, description="Edge LLM port.")
+    cloud_port: int = Field(CLOUD_PORT, description="Cloud simulator port.")
+    decision_port: int = Field(
+        DECISION_PORT, description="Decision service port (in-context learning over the Redis pool)."
+    )
+    decision_llm_port: int = Field(
+        DECISION_LLM_PORT, description="The deciding vLLM's port in paper mode (it serves nobody else)."
+    )
     decision_llm_url: str | None = Field(
         None,
         description="Paper mode: decide with this running OpenAI-compatible LLM (base URL with /v1) instead of "
         "starting a vLLM; e.g. a GPU vLLM, or one already up.",
     )
     decision_llm_model: str = Field(
-        "smollm2-135m-instruct", description="The decision LLM's model name in paper mode (the vLLM CPU build's)."
+        LOCAL_EDGE_MODEL, description="The decision LLM's model name in paper mode (the vLLM CPU build's)."
     )
-    redis_port: int = Field(6379, description="Redis port; Redis's own default.")
+    redis_port: int = Field(REDIS_PORT, description="Redis port; Redis's own default.")
     state_dir: Path = Field(Path(".testbed"), description="Logs and Redis data of this testbed run.")
     vllm_python: Path = Field(Path(".venv-vllm/bin/python"), description="Python of the vLLM venv (scripts/bootstrap).")
     model_dir: Path = Field(
-        Path(".cache/models/smollm2-135m-instruct"), description="Prepared edge model (scripts/bootstrap)."
+        Path(".cache/models") / LOCAL_EDGE_MODEL, description="Prepared edge model (scripts/bootstrap)."
     )
     edge_sim_profile: str = Field("llama-3-8b-edge", description="Simulator profile at the edge in sim mode (paper).")
-    cloud_sim_profile: str = Field("gpt-4o-cloud", description="Simulator profile of the cloud (paper's GPT-4o).")
+    cloud_sim_profile: str = Field(LOCAL_CLOUD_MODEL, description="Simulator profile of the cloud (paper's GPT-4o).")
     vllm_startup_timeout_s: float = Field(
         900.0, description="vLLM's first start compiles for about 2 minutes on 2 cores; later starts are faster."
     )
