@@ -15,8 +15,9 @@ import httpx
 
 logger = logging.getLogger(__name__)
 
-# Ours: the first decision after the pool changed prefills the whole ~1,500-token prompt; on the 2-core
-# CPU testbed vLLM does that at ~50 tokens/s, so 30 s; later ones hit the prefix cache (~3 s).
+# Ours: under the paper's method (the whole pool shown) the first decision after the pool changed prefills a
+# ~1,500-token prompt: 8.8 s on the idle 2-core CPU testbed, ~30 s under load (BENCHMARKS.md, "Decision
+# latency"); the shipped method's prompts share a cached prefix (0.55 s p50).
 DEFAULT_TIMEOUT_S = 120.0
 # Status codes with which an endpoint says it does not offer a path (bad parameter, no such route).
 UNSUPPORTED_STATUS = frozenset({400, 404, 422})

@@ -9,8 +9,9 @@ what an endpoint offers, best first:
 
   * ``CachedPromptLogprobScorer`` (vLLM extensions, the fast one): tokenize with ``/tokenize``, then
     send token-id prompts that end right before each candidate token and ask for the log-probability
-    of exactly that token (``logprob_token_ids``). The prompt is read through vLLM's prefix cache:
-    ~3 s per decision on the CPU testbed once a pool's prompt is cached.
+    of exactly that token (``logprob_token_ids``). The prompt is read through vLLM's prefix cache: an
+    uncached decision of the shipped method took 0.55 s (p50) on the CPU testbed (BENCHMARKS.md, "Decision
+    latency").
   * ``PromptLogprobScorer`` (the OpenAI legacy-completions way): every prompt + candidate with
     ``echo``, ``logprobs`` and ``max_tokens: 0``. vLLM 0.32 reads no prefix cache for requests with
     prompt log-probabilities, so each decision prefills the whole prompt twice: ~90 s on that CPU.

@@ -1,5 +1,7 @@
-"""Which backend serves a request. For now from the model name or an ``x-route`` header;
-the in-context-learning decision service takes over the ``auto`` model in a later issue."""
+"""The two backends, and the route a client pins: an ``x-route`` header, or a backend's own model name.
+
+Requests for the auto model are routed by the decision service (``decisions.py``, asked by ``service.py``);
+``RouteSelector`` gives the default route only when no decision service is configured."""
 
 from __future__ import annotations
 
