@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
 
@@ -130,55 +132,87 @@ def _record_usage(timing: RequestTiming, usage: dict[str, Any] | None) -> None:
         timing.completion_tokens = int(usage.get("completion_tokens") or 0)
 
 
-def read_completion(body: bytes, timing: RequestTiming) -> None:
-    """Take the token counts from a non-streamed answer."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return
-    if isinstance(parsed, dict):
-        _record_usage(timing, parsed.get("usage"))
+class Outcome(StrEnum):
+    """How an attempt on a backend ended; the values are the requests metric's ``outcome`` label."""
 
-
-class StreamOutcome:
     SUCCESS = "success"
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_DISCONNECT = "upstream_disconnect"
     CLIENT_DISCONNECT = "client_disconnect"
 
 
-async def relay_stream(
-    response: aiohttp.ClientResponse, timing: RequestTiming, client_wants_usage: bool, outcome: list[str]
-) -> AsyncGenerator[bytes, None]:
-    """Forward the backend's SSE events as they arrive, a network read at a time.
+@dataclass(frozen=True)
+class Completion:
+    """A non-streamed answer as read from the backend, and how the read ended."""
+
+    outcome: Outcome
+    body: bytes = b""
+
+
+async def read_completion(response: aiohttp.ClientResponse, timing: RequestTiming) -> Completion:
+    """Read a non-streamed answer whole and take its token counts."""
+    try:
+        body = await response.read()
+    except (TimeoutError, aiohttp.ClientError):
+        return Completion(Outcome.UPSTREAM_DISCONNECT)
+    finally:
+        response.release()
+    timing.mark_finished()
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        _record_usage(timing, parsed.get("usage"))
+    return Completion(Outcome.SUCCESS, body)
+
+
+class StreamRelay:
+    """Forwards a backend's SSE events as they arrive, a network read at a time.
 
     Whatever one read from the backend holds (one event, or several when the backend wrote them
     together) goes to the client in one write, so the per-token cost stays small. Usage is always
     requested upstream (to count tokens exactly); the usage-only chunk is dropped when the client
-    did not ask for it. ``outcome`` receives how the stream ended.
+    did not ask for it. ``outcome`` is how the stream ended: the backend's ``[DONE]``, its error
+    event, or its connection gone first; a stream closed before any of these was left by the client.
     """
-    splitter = SSEEventSplitter()
-    state = StreamState(timing, client_wants_usage)
-    try:
-        async for block in response.content.iter_any():
-            forward = state.take(splitter.feed(block))
-            if forward:
-                yield forward
-            if state.ended:
+
+    def __init__(self, response: aiohttp.ClientResponse, timing: RequestTiming, client_wants_usage: bool):
+        self.timing = timing
+        self.outcome = Outcome.CLIENT_DISCONNECT
+        self.events = self._relay(response, StreamState(timing, client_wants_usage))
+
+    async def until_first_token(self) -> list[bytes]:
+        """The events up to the first token, or all of them if the stream ends without one."""
+        head: list[bytes] = []
+        async for chunk in self.events:
+            head.append(chunk)
+            if self.timing.first_token is not None:
                 break
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        logger.warning("upstream stream broke: %s", type(exc).__name__)
-    finally:
-        response.close()
-        timing.mark_finished()
-    if state.upstream_error:
-        outcome.append(StreamOutcome.UPSTREAM_ERROR)
-    elif not state.done:
-        outcome.append(StreamOutcome.UPSTREAM_DISCONNECT)
-        body = error_body("The backend closed the stream before it was complete.", "upstream_error")
-        yield b"data: " + body.model_dump_json().encode() + b"\n\n"
-    else:
-        outcome.append(StreamOutcome.SUCCESS)
+        return head
+
+    async def _relay(self, response: aiohttp.ClientResponse, state: StreamState) -> AsyncGenerator[bytes, None]:
+        splitter = SSEEventSplitter()
+        try:
+            async for block in response.content.iter_any():
+                forward = state.take(splitter.feed(block))
+                if forward:
+                    yield forward
+                if state.ended:
+                    break
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            logger.warning("upstream stream broke: %s", type(exc).__name__)
+        finally:
+            response.close()
+            self.timing.mark_finished()
+        if state.upstream_error:
+            self.outcome = Outcome.UPSTREAM_ERROR
+        elif not state.done:
+            self.outcome = Outcome.UPSTREAM_DISCONNECT
+            body = error_body("The backend closed the stream before it was complete.", "upstream_error")
+            yield b"data: " + body.model_dump_json().encode() + b"\n\n"
+        else:
+            self.outcome = Outcome.SUCCESS
 
 
 class StreamState:

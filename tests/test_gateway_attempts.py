@@ -1,0 +1,305 @@
+"""Every exit of an attempt on a backend ends it once: the in-flight gauge back at 0, one outcome recorded.
+
+The gateway library runs in-process against backends on raw sockets, so each way a backend can fail
+(an error status, a refused connection, silence, a cut body or stream) is staged byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from edgecloud.core.errors import RelayedError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from edgecloud.core.headers import QUALITY_MET_HEADER, RETRIED_FROM_HEADER
+from edgecloud.core.protocol import ChatCompletionRequest
+from edgecloud.core.vocabulary import ServiceType
+from edgecloud.gateway.clients import ClientKey
+from edgecloud.gateway.experiences import ServedRequest
+from edgecloud.gateway.metrics import GatewayMetrics
+from edgecloud.gateway.relay import Outcome
+from edgecloud.gateway.service import Endpoint, GatewayService, RequestHints
+from edgecloud.gateway.settings import GatewaySettings
+from edgecloud.testbed.processes import free_port
+
+FIRST_TOKEN_TIMEOUT_S = 0.5
+EDGE_MODEL, CLOUD_MODEL = "edge-model", "cloud-model"
+MESSAGES = [{"role": "user", "content": "hello"}]
+CLIENT = ClientKey("tester", tokens_per_minute=1_000_000)  # a token budget: every attempt's tokens are spent
+
+ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+TOKEN = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
+ERROR = b'data: {"error":{"message":"boom","type":"server_error"}}\n\n'
+DONE = b"data: [DONE]\n\n"
+COMPLETION = {
+    "id": "c",
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+}
+
+Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def until_closed(reader: asyncio.StreamReader) -> None:
+    """A backend gone silent: it waits until the gateway closes the connection."""
+    await reader.read()
+
+
+def answer(status: int, body: dict[str, Any], length: int | None = None) -> Reply:
+    """A whole JSON answer; ``length`` announces more bytes than are sent, then the connection is cut."""
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = json.dumps(body).encode()
+        head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {length or len(data)}\r\n\r\n"
+        writer.write(head.encode() + data)
+
+    return reply
+
+
+def streamed(*events: bytes, then: str = "end") -> Reply:
+    """A chunked SSE answer of ``events``; ``then`` is "end" (the last chunk), "cut" or "silence"."""
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for event in events:
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        if then == "end":
+            writer.write(b"0\r\n\r\n")
+        elif then == "silence":
+            await until_closed(reader)
+
+    return reply
+
+
+async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await until_closed(reader)
+
+
+@contextlib.asynccontextmanager
+async def backend(reply: Reply) -> AsyncIterator[str]:
+    """A backend answering every request with ``reply``, then closing the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        try:
+            await reply(reader, writer)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+
+
+@dataclass
+class Spies:
+    """What the attempts of one gateway recorded."""
+
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
+    spent: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    experiences: list[ServedRequest] = field(default_factory=list)
+    quality_checks: int = 0
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    edge_url: str, cloud_url: str | None = None, **settings: Any
+) -> AsyncIterator[tuple[GatewayService, Spies]]:
+    config = GatewaySettings(
+        edge_url=edge_url,
+        edge_model=EDGE_MODEL,
+        cloud_url=cloud_url or f"http://127.0.0.1:{free_port()}/v1",
+        cloud_model=CLOUD_MODEL,
+        classify_prompts=False,
+        decision_url=None,
+        lengths_redis_url=None,
+        limits_redis_url=None,
+        first_token_timeout_s=FIRST_TOKEN_TIMEOUT_S,
+        **settings,
+    )
+    service = GatewayService(config, GatewayMetrics())
+    spies = Spies()
+    record, meets = service.metrics.record, service.quality.meets
+
+    def recording(route: str, model: str, service_type: str, timing: Any, outcome: str) -> None:
+        spies.outcomes.append((route, outcome))
+        record(route, model, service_type, timing, outcome)
+
+    async def spend(client: ClientKey, tokens: int) -> None:
+        spies.spent.append(tokens)
+
+    async def observe(service_type: ServiceType, tokens: int) -> None:
+        spies.lengths.append(tokens)
+
+    def checking(*args: Any) -> bool:
+        spies.quality_checks += 1
+        return meets(*args)
+
+    service.metrics.record = recording
+    service.limiter.spend = spend
+    service.lengths.observe = observe
+    service.quality.meets = checking
+    service.experiences.served = lambda served, over_the_air: spies.experiences.append(served)
+    await service.start()
+    try:
+        yield service, spies
+    finally:
+        await service.close()
+
+
+def in_flight(service: GatewayService, route: str) -> float | None:
+    return service.metrics.registry.get_sample_value("edgecloud_gateway_requests_in_flight", {"route": route})
+
+
+async def ask(service: GatewayService, stream: bool, route: str = "edge") -> Any:
+    request = ChatCompletionRequest.model_validate({"model": "edgecloud-auto", "messages": MESSAGES, "stream": stream})
+    hints = RequestHints(route=route) if route else RequestHints()
+    return await service.generate(Endpoint.CHAT, request, hints, client=CLIENT)
+
+
+async def read_all(stream: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in stream])
+
+
+def assert_ended_once(service: GatewayService, spies: Spies, outcome: Outcome, route: str = "edge") -> None:
+    assert in_flight(service, route) == 0
+    assert spies.outcomes == [(route, outcome)]
+    assert len(spies.spent) == 1
+    succeeded = outcome is Outcome.SUCCESS
+    assert len(spies.experiences) == len(spies.lengths) == int(succeeded)
+
+
+async def settle() -> None:
+    """Let the background tasks an ended attempt started (token spend, length observation) run."""
+    await asyncio.sleep(0)
+
+
+async def test_a_non_streamed_success_ends_once_with_its_tokens() -> None:
+    async with backend(answer(200, COMPLETION)) as url, gateway(url) as (service, spies):
+        relay = await ask(service, stream=False)
+        await settle()
+        assert json.loads(relay.body)["choices"][0]["message"]["content"] == "hi hi"
+        assert_ended_once(service, spies, Outcome.SUCCESS)
+        assert spies.spent == [5] and spies.lengths == [2]
+
+
+async def test_a_streamed_success_ends_once_when_the_stream_ends_and_checks_quality_once() -> None:
+    async with backend(streamed(ROLE, TOKEN, TOKEN, USAGE, DONE)) as url, gateway(url) as (service, spies):
+        relay = await ask(service, stream=True)
+        assert in_flight(service, "edge") == 1 and spies.outcomes == []  # the stream still runs
+        assert (await read_all(relay.stream)).endswith(DONE)
+        await settle()
+        assert_ended_once(service, spies, Outcome.SUCCESS)
+        assert spies.spent == [5] and spies.lengths == [2]
+        assert spies.quality_checks == 1
+        assert relay.headers[QUALITY_MET_HEADER] == str(spies.experiences[0].quality_met).lower()
+
+
+@pytest.mark.parametrize(
+    ("reply", "stream", "raised", "outcome"),
+    [
+        (answer(500, {"error": {"message": "boom"}}), False, UpstreamError, Outcome.UPSTREAM_ERROR),
+        (answer(400, {"error": {"message": "bad"}}), False, RelayedError, Outcome.UPSTREAM_ERROR),
+        (answer(503, {"error": {"message": "busy"}}), True, UpstreamUnavailableError, Outcome.UPSTREAM_ERROR),
+        (silent, True, UpstreamTimeoutError, Outcome.UPSTREAM_ERROR),  # no headers by the first-token deadline
+        (streamed(ROLE, then="silence"), True, UpstreamTimeoutError, Outcome.UPSTREAM_ERROR),  # nor a token
+        (answer(200, COMPLETION, length=10_000), False, UpstreamUnavailableError, Outcome.UPSTREAM_DISCONNECT),
+    ],
+    ids=["status-500", "status-400", "status-503-stream", "no-headers", "no-first-token", "body-cut"],
+)
+async def test_a_failure_before_any_token_ends_once_and_is_raised(
+    reply: Reply, stream: bool, raised: type[Exception], outcome: Outcome
+) -> None:
+    async with backend(reply) as url, gateway(url) as (service, spies):
+        with pytest.raises(raised):
+            await ask(service, stream=stream)
+        await settle()
+        assert_ended_once(service, spies, outcome)
+
+
+async def test_a_refused_connection_ends_once() -> None:
+    async with gateway(f"http://127.0.0.1:{free_port()}/v1") as (service, spies):
+        with pytest.raises(UpstreamUnavailableError):
+            await ask(service, stream=True)
+        await settle()
+        assert_ended_once(service, spies, Outcome.UPSTREAM_ERROR)
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        (streamed(ROLE, ERROR), Outcome.UPSTREAM_ERROR),
+        (streamed(ROLE, then="cut"), Outcome.UPSTREAM_DISCONNECT),
+    ],
+    ids=["error-event", "cut"],
+)
+async def test_a_stream_broken_before_its_first_token_ends_once_and_is_relayed_as_is(
+    reply: Reply, outcome: Outcome
+) -> None:
+    async with backend(reply) as url, gateway(url) as (service, spies):
+        relay = await ask(service, stream=True)  # pinned: nobody retries, the client gets the events so far
+        await settle()
+        assert_ended_once(service, spies, outcome)
+        assert b'"error"' in await read_all(relay.stream)
+
+
+async def test_a_stream_broken_after_its_first_token_ends_once_when_the_stream_ends() -> None:
+    async with backend(streamed(ROLE, TOKEN, then="cut")) as url, gateway(url) as (service, spies):
+        relay = await ask(service, stream=True)
+        assert in_flight(service, "edge") == 1
+        body = await read_all(relay.stream)
+        await settle()
+        assert TOKEN in body and b"closed the stream" in body
+        assert_ended_once(service, spies, Outcome.UPSTREAM_DISCONNECT)
+
+
+@pytest.mark.parametrize("read_first", [True, False], ids=["mid-stream", "before-reading"])
+async def test_a_client_that_leaves_the_stream_ends_it_once(read_first: bool) -> None:
+    async with backend(streamed(ROLE, TOKEN, then="silence")) as url, gateway(url) as (service, spies):
+        relay = await ask(service, stream=True)
+        if read_first:
+            async for chunk in relay.stream:
+                if TOKEN in chunk:
+                    break
+        await relay.stream.aclose()
+        await settle()
+        assert_ended_once(service, spies, Outcome.CLIENT_DISCONNECT)
+
+
+async def test_a_request_cancelled_while_the_backend_thinks_ends_once() -> None:
+    async with backend(silent) as url, gateway(url) as (service, spies):
+        task = asyncio.create_task(ask(service, stream=False))
+        while in_flight(service, "edge") != 1:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await settle()
+        assert_ended_once(service, spies, Outcome.CLIENT_DISCONNECT)
+
+
+async def test_a_retry_on_the_other_side_ends_each_attempt_once() -> None:
+    refused = f"http://127.0.0.1:{free_port()}/v1"
+    async with backend(streamed(ROLE, TOKEN, USAGE, DONE)) as cloud, gateway(refused, cloud) as (service, spies):
+        relay = await ask(service, stream=True, route="")
+        await read_all(relay.stream)
+        await settle()
+        assert in_flight(service, "edge") == 0 and in_flight(service, "cloud") == 0
+        assert spies.outcomes == [("edge", Outcome.UPSTREAM_ERROR), ("cloud", Outcome.SUCCESS)]
+        assert len(spies.spent) == 2 and [served.source for served in spies.experiences] == ["retry"]
+        assert relay.headers[RETRIED_FROM_HEADER] == "edge"
