@@ -12,10 +12,14 @@ import httpx
 import pytest
 
 from edgecloud.core.vocabulary import Action
+from edgecloud.core.wire import WarmUp
 from edgecloud.decision.app import create_app
 from edgecloud.decision.pool import InMemoryExperiencePool
 from edgecloud.decision.scoring import ScoreResult, ScoringError, ScoringPath
+from edgecloud.decision.service import DecisionService
 from edgecloud.decision.settings import DecisionSettings
+
+STARTING_LLM_S = 60.0  # a decision LLM that does not answer for the whole test (vLLM still compiling)
 
 
 class FakeScorer:
@@ -27,6 +31,7 @@ class FakeScorer:
         self.failure: Exception | None = None
         self.delay_s = 0.0
         self.prompts: list[str] = []
+        self.closed = False
 
     async def score(self, prompt, candidates):
         self.calls += 1
@@ -38,7 +43,7 @@ class FakeScorer:
         return ScoreResult(scores, ScoringPath.PROMPT_LOGPROBS, self.preferred, requests=1, method="token_ids")
 
     async def aclose(self):
-        return None
+        self.closed = True
 
 
 @pytest.fixture
@@ -246,3 +251,35 @@ async def test_metrics_need_the_metrics_key_when_one_is_set(scorer):
         assert (await client.get("/metrics")).status_code == 401
         assert (await client.get("/metrics", headers={"authorization": "Bearer scrape-key"})).status_code == 200
         assert (await client.get("/health")).status_code == 200  # liveness stays public
+
+
+class RedisClient:
+    """The one call the service makes on the Redis client it is given: closing it."""
+
+    closed = False
+
+    async def aclose(self):
+        self.closed = True
+
+
+async def test_health_answers_at_once_while_the_llm_warms_up_and_the_app_closes_the_scorer(scorer):
+    scorer.delay_s = STARTING_LLM_S
+    app = create_app(DecisionSettings(), pool=InMemoryExperiencePool(), scorer=scorer)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://decision") as client,
+    ):
+        health = await asyncio.wait_for(client.get("/health"), timeout=1.0)
+        assert health.json()["llm_warm_up"] == WarmUp.WARMING
+        assert scorer.calls == 1  # the warm-up is under way, in the background
+    assert scorer.closed
+
+
+async def test_closing_the_service_cancels_the_warm_up_and_closes_its_clients(scorer):
+    scorer.delay_s = STARTING_LLM_S
+    redis_client = RedisClient()
+    service = DecisionService(DecisionSettings(), InMemoryExperiencePool(), scorer, redis_client=redis_client)
+    await service.start()
+    await asyncio.sleep(0)  # the warm-up asks the LLM, which does not answer
+    await asyncio.wait_for(service.close(), timeout=1.0)
+    assert service.warm_up_state == WarmUp.WARMING and scorer.closed and redis_client.closed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -10,13 +12,15 @@ from edgecloud.channel.protocol import CellReport, UeList, UePlacement, UeReport
 from edgecloud.channel.service import AirService, Answer
 from edgecloud.channel.settings import ChannelSettings
 from edgecloud.core.auth import require_service_key
-from edgecloud.core.metrics import add_liveness_and_metrics_routes
 from edgecloud.core.openapi import install_openapi
 from edgecloud.core.protocol import GENERATION_REQUESTS
-from edgecloud.core.server import listen_overrides, serve, service_app
+from edgecloud.core.server import CommandLine, serve, service_app
 from edgecloud.core.streaming import WatchedStreamingResponse
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+COMMAND_LINE = CommandLine(
+    ChannelSettings, "edgecloud-channel", "Channel emulator: the air interface in front of the gateway"
+)
 
 
 def _to_response(answer: Answer) -> Response:
@@ -28,7 +32,7 @@ def _to_response(answer: Answer) -> Response:
 
 def create_app(settings: ChannelSettings) -> FastAPI:
     service = AirService(settings, ChannelMetrics())
-    app = service_app("edgecloud channel emulator", service, settings.max_body_bytes)
+    app = service_app("edgecloud channel emulator", service, settings)
 
     async def _generate(raw: Request) -> Response:
         air: AirService = raw.app.state.service
@@ -61,13 +65,10 @@ def create_app(settings: ChannelSettings) -> FastAPI:
     async def cell(raw: Request) -> CellReport:
         return raw.app.state.service.cell_report()
 
-    add_liveness_and_metrics_routes(app, service.metrics.registry, settings.metrics_api_key)
     install_openapi(app, GENERATION_REQUESTS, streams=frozenset(GENERATION_REQUESTS))
     return app
 
 
-def main() -> None:
-    settings = ChannelSettings(
-        **listen_overrides("Channel emulator: the air interface in front of the gateway", "CHANNEL_")
-    )
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = COMMAND_LINE.settings(argv)
     serve(create_app(settings), settings)

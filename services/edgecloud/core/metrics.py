@@ -8,12 +8,9 @@ INTER_TOKEN_LATENCY_BUCKETS, REQUEST_LATENCY_BUCKETS), used by ``vllm:time_to_fi
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import FastAPI, Header
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import SecretStr
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from edgecloud.core.auth import require_key
 
@@ -39,15 +36,3 @@ def metrics_response(
     if key is not None:
         require_key(authorization, [key], "metrics key")
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def add_liveness_and_metrics_routes(app: FastAPI, registry: CollectorRegistry, key: SecretStr | None = None) -> None:
-    """``GET /health`` (the process answers; public) and ``GET /metrics`` (``registry``; ``key`` if set)."""
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/metrics")
-    async def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
-        return metrics_response(registry, authorization, key)

@@ -1,32 +1,59 @@
-"""What every service's app shares: the app around its service object, and running it under uvicorn."""
+"""What every service's app shares: the app around its service object, its command line, and running it
+under uvicorn."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Header
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import SettingsError
 
 from edgecloud.core.connections import guarded_protocol
 from edgecloud.core.errors import install_error_handlers
 from edgecloud.core.ingress import IngressMiddleware
+from edgecloud.core.metrics import metrics_response
 from edgecloud.core.settings import ServerSettings
 
 
-class StartableService(Protocol):
+class ServiceMetrics(Protocol):
+    """Whatever holds the registry a service's ``GET /metrics`` shows."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+
+class AppService(Protocol):
+    """What the app shell needs of a service object: start and close with the app, and its metrics."""
+
+    @property
+    def metrics(self) -> ServiceMetrics: ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
 
-def service_app(title: str, service: StartableService, max_body_bytes: int) -> FastAPI:
+def service_app(
+    title: str,
+    service: AppService,
+    settings: ServerSettings,
+    health_fields: Callable[[], Mapping[str, Any]] | None = None,
+) -> FastAPI:
     """A FastAPI app that starts and closes ``service`` with itself (``app.state.service``), answers every
-    error in the OpenAI shape, stamps arrivals and refuses bodies over ``max_body_bytes``."""
+    error in the OpenAI shape, stamps arrivals, refuses bodies over ``settings.max_body_bytes``, and serves
+    ``GET /health`` (public; with ``health_fields``, the service's own) and ``GET /metrics`` (the service's
+    registry, behind ``settings.metrics_api_key`` if set)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -37,8 +64,66 @@ def service_app(title: str, service: StartableService, max_body_bytes: int) -> F
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
-    app.add_middleware(IngressMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
+    registry = service.metrics.registry
+
+    @app.get("/health")
+    async def liveness() -> dict[str, Any]:
+        return {"status": "ok", **(health_fields() if health_fields is not None else {})}
+
+    @app.get("/metrics")
+    async def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
+        return metrics_response(registry, authorization, settings.metrics_api_key)
+
     return app
+
+
+SettingsT = TypeVar("SettingsT", bound=ServerSettings)
+LISTEN_FLAGS = ("host", "port", "log_level")
+"""The flags every service takes."""
+
+
+def _flag_type(field: FieldInfo) -> Callable[[str], Any]:
+    """An ``int`` setting (port, seed) is parsed as a number; other flags reach the settings as text, which
+    they validate."""
+    return int if field.annotation is int else str
+
+
+@dataclass(frozen=True)
+class CommandLine(Generic[SettingsT]):
+    """A service's command line: ``--host``, ``--port``, ``--log-level`` and the settings named in ``flags``
+    (``profiles_file`` is ``--profiles-file``), each over its environment variable, described as in the
+    settings."""
+
+    settings_class: type[SettingsT]
+    prog: str
+    description: str
+    flags: tuple[str, ...] = ()
+
+    def overrides(self, argv: Sequence[str] | None = None) -> dict[str, Any]:
+        """The settings given in ``argv`` (default: the process's arguments), by name."""
+        prefix = self.settings_class.model_config.get("env_prefix", "")
+        parser = argparse.ArgumentParser(
+            prog=self.prog, description=f"{self.description} (settings: {prefix}* environment variables)."
+        )
+        for name in (*LISTEN_FLAGS, *self.flags):
+            field = self.settings_class.model_fields[name]
+            description = (field.description or "").replace("%", "%%")  # argparse formats help with %
+            parser.add_argument(
+                f"--{name.replace('_', '-')}",
+                dest=name,
+                type=_flag_type(field),
+                help=f"{description} ({prefix}{name.upper()})",
+            )
+        return {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not None}
+
+    def settings(self, argv: Sequence[str] | None = None) -> SettingsT:
+        """The settings, the command line over the environment; invalid ones end the process with the reason
+        (no traceback)."""
+        try:
+            return self.settings_class(**self.overrides(argv))
+        except (ValidationError, SettingsError) as error:
+            raise SystemExit(f"{self.prog}: invalid settings\n{error}") from None
 
 
 TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -73,11 +158,3 @@ def serve(app: FastAPI, settings: ServerSettings) -> None:
         log_config=None,
         http=guarded_protocol(settings.header_timeout_s, settings.max_connections),
     )
-
-
-def listen_overrides(description: str, env_prefix: str) -> dict[str, Any]:
-    """``--host`` and ``--port`` from the command line, as settings overrides (they beat the environment)."""
-    parser = argparse.ArgumentParser(description=f"{description} (settings: {env_prefix}* environment variables).")
-    parser.add_argument("--host", help=f"listen address ({env_prefix}HOST)")
-    parser.add_argument("--port", type=int, help=f"listen port ({env_prefix}PORT)")
-    return {key: value for key, value in vars(parser.parse_args()).items() if value is not None}

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import redis.asyncio as redis
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.responses import Response
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from edgecloud.core.auth import require_service_key
-from edgecloud.core.errors import install_error_handlers
-from edgecloud.core.ingress import IngressMiddleware
-from edgecloud.core.metrics import metrics_response
 from edgecloud.core.openapi import install_openapi
-from edgecloud.core.server import listen_overrides, serve
+from edgecloud.core.server import CommandLine, serve, service_app
 from edgecloud.core.wire import (
     CELL_PATTERN,
     DEFAULT_CELL,
@@ -41,6 +35,7 @@ from edgecloud.decision.settings import DecisionSettings
 
 Cell = Annotated[str, Query(pattern=CELL_PATTERN)]
 PolicyName = Annotated[str, Query(pattern=POLICY_PATTERN, json_schema_extra={"enum": live_policy_names()})]
+COMMAND_LINE = CommandLine(DecisionSettings, "edgecloud-decision", "Offloading decisions by in-context learning")
 
 
 def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, scorer: Scorer | None = None) -> FastAPI:
@@ -63,21 +58,12 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
         settings.llm_request_timeout_s,
         retry_after_s=settings.scoring_retry_s,
     )
-    metrics = DecisionMetrics()
-    service = DecisionService(settings, pool, scorer, metrics)
+    service = DecisionService(settings, pool, scorer, DecisionMetrics(), redis_client=client)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        warm_up = asyncio.create_task(service.warm_up())  # in the background: /health answers at once
-        yield
-        warm_up.cancel()
-        await scorer.aclose()
-        await client.aclose()
+    def health_fields() -> dict[str, Any]:
+        return {"policies": service.policy_names(), "llm_warm_up": service.warm_up_state}
 
-    app = FastAPI(title="edgecloud decision service", version="0.1.0", lifespan=lifespan)
-    app.state.service = service
-    install_error_handlers(app)
-    app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)
+    app = service_app("edgecloud decision service", service, settings, health_fields)
     install_openapi(app, property_enums={"policy": live_policy_names})
 
     def service_key(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -111,18 +97,9 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
     async def prompt(request: Request, task: Annotated[PromptQuery, Query()]) -> PromptResponse:
         return await request.app.state.service.prompt(task)
 
-    @app.get("/health")
-    async def health(request: Request) -> dict[str, Any]:
-        service = request.app.state.service
-        return {"status": "ok", "policies": service.policy_names(), "llm_warm_up": service.warm_up_state}
-
-    @app.get("/metrics")
-    async def metrics_endpoint(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
-        return metrics_response(request.app.state.service.metrics.registry, authorization, settings.metrics_api_key)
-
     return app
 
 
-def main() -> None:
-    settings = DecisionSettings(**listen_overrides("Offloading decisions by in-context learning", "DECISION_"))
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = COMMAND_LINE.settings(argv)
     serve(create_app(settings), settings)

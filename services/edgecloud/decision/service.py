@@ -7,10 +7,13 @@ virtual-time experiments call the same methods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable
+
+from redis.asyncio import Redis
 
 from edgecloud.core.errors import BadRequestError
 from edgecloud.core.reward import RewardParams, reward
@@ -60,8 +63,10 @@ class DecisionService:
         metrics: DecisionMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
         experiment: bool = False,
+        redis_client: Redis | None = None,
     ):
-        """``experiment=True`` also builds the policies only experiments can run (the oracle)."""
+        """``experiment=True`` also builds the policies only experiments can run (the oracle); ``redis_client``
+        (the pool's, if it has one) is closed with the service."""
         self.settings = settings
         self.pool = pool
         self.scorer = scorer
@@ -72,7 +77,22 @@ class DecisionService:
         self.calibrations: DecisionCache[ScoreResult] = DecisionCache(settings.cache_entries)
         self.experiment = experiment
         self.warm_up_state = WarmUp.WARMING
+        self._redis_client = redis_client
+        self._warm_up: asyncio.Task[None] | None = None
         self._policies: dict[PoolNamespace, Policy] = {}
+
+    async def start(self) -> None:
+        """Warm the LLM up in the background, so the service answers (``GET /health``) at once."""
+        self._warm_up = asyncio.create_task(self.warm_up())
+
+    async def close(self) -> None:
+        if self._warm_up is not None:
+            self._warm_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warm_up
+        await self.scorer.aclose()
+        if self._redis_client is not None:
+            await self._redis_client.aclose()
 
     @staticmethod
     def policy_names() -> list[str]:

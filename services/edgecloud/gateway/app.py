@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import FastAPI, Header, Request
@@ -16,10 +17,9 @@ from edgecloud.core.headers import (
     ROUTE_HEADER,
     SERVICE_TYPE_HEADER,
 )
-from edgecloud.core.metrics import add_liveness_and_metrics_routes
 from edgecloud.core.openapi import install_openapi
 from edgecloud.core.protocol import GENERATION_REQUESTS, ChatCompletionRequest, CompletionRequest, ModelList
-from edgecloud.core.server import listen_overrides, serve, service_app
+from edgecloud.core.server import CommandLine, serve, service_app
 from edgecloud.core.streaming import WatchedStreamingResponse
 from edgecloud.core.wire import AirReport
 from edgecloud.gateway.metrics import GatewayMetrics
@@ -28,6 +28,7 @@ from edgecloud.gateway.settings import GatewaySettings
 
 GenerationRequestModel = type[ChatCompletionRequest] | type[CompletionRequest]
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+COMMAND_LINE = CommandLine(GatewaySettings, "edgecloud-gateway", "OpenAI-compatible edge-cloud gateway")
 
 
 def _to_response(relay: Relay) -> Response:
@@ -57,7 +58,7 @@ def _hints(raw: Request) -> RequestHints:
 
 def create_app(settings: GatewaySettings) -> FastAPI:
     service = GatewayService(settings, GatewayMetrics())
-    app = service_app("edgecloud gateway", service, settings.max_body_bytes)
+    app = service_app("edgecloud gateway", service, settings)
 
     async def _generate(
         raw: Request, endpoint: Endpoint, model: type[ChatCompletionRequest | CompletionRequest]
@@ -90,11 +91,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         raw.app.state.service.authorize(authorization)
         return raw.app.state.service.models()
 
-    add_liveness_and_metrics_routes(app, service.metrics.registry, settings.metrics_api_key)
     install_openapi(app, GENERATION_REQUESTS, streams=frozenset(GENERATION_REQUESTS))
     return app
 
 
-def main() -> None:
-    settings = GatewaySettings(**listen_overrides("OpenAI-compatible edge-cloud gateway", "GATEWAY_"))
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = COMMAND_LINE.settings(argv)
     serve(create_app(settings), settings)
