@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edgecloud.core.clock import VirtualClock, sleep_until
-from edgecloud.llmsim.app import main, parse_args
+from edgecloud.llmsim.app import COMMAND_LINE, main
 from edgecloud.llmsim.engine import Engine, EngineRequest, RequestTiming
 from edgecloud.llmsim.latency import LatencyModel
 from edgecloud.llmsim.metrics import EngineMetrics
@@ -84,7 +84,7 @@ def test_settings_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_cli_flags_override_and_bad_settings_exit_with_the_reason() -> None:
-    assert parse_args(["--port", "9000", "--profile", "zero"]) == {"port": 9000, "profile": "zero"}
+    assert COMMAND_LINE.overrides(["--port", "9000", "--profile", "zero"]) == {"port": 9000, "profile": "zero"}
     with pytest.raises(SystemExit, match="unknown latency profile 'nope'"):
         main(["--profile", "nope"])
 

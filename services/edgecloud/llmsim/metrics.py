@@ -20,6 +20,8 @@ class EngineMetrics:
     """What the engine reports about each request; one instance per app and registry."""
 
     def __init__(self, registry: CollectorRegistry, model_name: str):
+        self.registry = registry
+
         def metric(kind: type[Any], name: str, documentation: str, **options: Any) -> Any:
             return kind(name, documentation, ["model_name"], registry=registry, **options).labels(model_name)
 

@@ -136,9 +136,11 @@ class SimulatorService:
         served_model_names: list[str],
         default_max_tokens: int,
         clock: Clock,
+        metrics: EngineMetrics,
     ):
         self.profile = profile
         self.engine = engine
+        self.metrics = metrics
         self.content = content
         self.failures = failures
         self.served_model_names = served_model_names
@@ -162,7 +164,14 @@ class SimulatorService:
             served_model_names=settings.served_model_names,
             default_max_tokens=settings.default_max_tokens,
             clock=clock,
+            metrics=metrics,
         )
+
+    async def start(self) -> None:
+        """Nothing to open: the engine, the text and the failures are all in memory (the app shell calls this)."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
     def models(self) -> ModelList:
         cards = [ModelCard(id=name, max_model_len=self.profile.max_model_len) for name in self.served_model_names]
