@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-import redis.asyncio as redis
 from fastapi import Depends, FastAPI, Header, Query, Request
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from edgecloud.core.auth import require_service_key
 from edgecloud.core.openapi import install_openapi
+from edgecloud.core.redis_guard import redis_client
 from edgecloud.core.server import CommandLine, serve, service_app
 from edgecloud.core.wire import (
     CELL_PATTERN,
@@ -40,15 +38,15 @@ COMMAND_LINE = CommandLine(DecisionSettings, "edgecloud-decision", "Offloading d
 
 def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, scorer: Scorer | None = None) -> FastAPI:
     """Build the app; ``pool`` and ``scorer`` default to Redis and the configured LLM (tests may pass others)."""
-    # Short timeouts and no client-side retries: while Redis is down, the resilient pool answers
-    # from memory at once instead of each request waiting through redis-py's retry backoff.
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        retry=Retry(NoBackoff(), 0),
+    # The gateway's Redis policy (core.redis_guard): short timeouts, one immediate retry; while Redis is down
+    # the resilient pool answers from memory at once.
+    client = redis_client(settings.redis_url, settings.redis_timeout_s)
+    pool = pool or ResilientExperiencePool(
+        RedisExperiencePool(client),
+        buffer_size=settings.experience_buffer,
+        timeout_s=settings.redis_timeout_s,
+        retry_interval_s=settings.redis_retry_interval_s,
     )
-    pool = pool or ResilientExperiencePool(RedisExperiencePool(client), buffer_size=settings.experience_buffer)
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     scorer = scorer or make_scorer(
         settings.scoring,

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from edgecloud.core.redis_guard import CALL_TIMEOUT_S, RedisGuard
+from edgecloud.core.redis_guard import CALL_TIMEOUT_S, RETRY_INTERVAL_S, RedisGuard
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.pool import ExperiencePool, OfferResult, PoolNamespace, PoolSnapshot
 from edgecloud.decision.replay import replay
@@ -49,7 +49,7 @@ class ResilientExperiencePool:
         *,
         buffer_size: int = BUFFER_SIZE,
         timeout_s: float = CALL_TIMEOUT_S,
-        retry_interval_s: float = 1.0,
+        retry_interval_s: float = RETRY_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if buffer_size < 1:
