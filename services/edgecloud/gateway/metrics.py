@@ -62,7 +62,7 @@ class GatewayMetrics:
         self.generation_tokens = Counter(f"{PREFIX}_generation_tokens", "Generated tokens relayed.", LABELS, registry=r)
         self.requests = Counter(
             f"{PREFIX}_requests",
-            "Requests by outcome: success, client_error, upstream_error, upstream_disconnect, client_disconnect.",
+            "Requests by outcome: success, upstream_error, upstream_disconnect, client_disconnect.",
             (*LABELS, "outcome"),
             registry=r,
         )

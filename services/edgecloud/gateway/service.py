@@ -97,13 +97,20 @@ class GatewayService:
         self.classifier = classifier
         self.quality = QualityTable.load(settings.quality_file)
         self.lengths = OutputLengthEstimator(
-            settings.lengths_redis_url, {service_type: OUTPUT_TOKENS_PRIOR for service_type in ServiceType}
+            settings.lengths_redis_url,
+            {service_type: OUTPUT_TOKENS_PRIOR for service_type in ServiceType},
+            timeout_s=settings.redis_timeout_s,
+            retry_interval_s=settings.redis_retry_interval_s,
         )
         self.decisions = DecisionClient(settings)
         self.health = BackendHealth(settings.backend_down_s, probe_s=settings.first_token_timeout_s)
         self.experiences = ExperienceWriter(settings, metrics)
         self.clients = ClientKeys(settings.api_keys, settings.client_keys_file, settings.client_defaults())
-        self.limiter = RateLimiter(settings.limits_redis_url)
+        self.limiter = RateLimiter(
+            settings.limits_redis_url,
+            timeout_s=settings.redis_timeout_s,
+            retry_interval_s=settings.redis_retry_interval_s,
+        )
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
