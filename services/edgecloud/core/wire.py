@@ -1,5 +1,6 @@
 """Wire models between the services: the decision service's decisions and experiences, the air interface's
-reports to the gateway, and the decision service's health.
+reports to the gateway, and the decision service's health; and the Redis keys of a pool that the gateway reads
+(its version and scorer, to know when a remembered decision still holds).
 
 The sender and the receiver use these same classes: the gateway builds a ``DecisionRequest`` and reads a
 ``DecisionResponse``, the decision service takes the one and answers the other. Inputs are closed sets and
@@ -30,6 +31,28 @@ DEFAULT_POLICY = "icl"
 """The shipped in-context-learning policy (docs/decision.md)."""
 LONGEST_DELAY_S = 86_400
 """Largest measured delay accepted, a day: anything longer is a broken clock, not a measurement."""
+MAX_EXPERIENCE_BATCH = 100
+"""Most experiences in one ``POST /v1/experiences/batch``: the largest such batch (about 50 KB) fits the decision
+service's default body limit, and at the testbed's rates 100 is more than a gateway gathers between two posts."""
+MAX_REMEMBERED_REPORT = 1_000_000
+"""Most remembered decisions one decision request may report (a bound on a counter, not a real limit)."""
+EXPERIENCE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+def pool_prefix(cell: str, policy: str) -> str:
+    """Where one pool (per cell and policy) keeps its keys in the decision service's Redis."""
+    return f"edgecloud:pool:{cell}:{policy}"
+
+
+def pool_version_key(cell: str, policy: str) -> str:
+    """The pool's version: a counter the decision service increments exactly when the pool's examples change."""
+    return f"{pool_prefix(cell, policy)}:version"
+
+
+def pool_scorer_key(cell: str, policy: str) -> str:
+    """The fingerprint of the scorer (decision LLM's model, ICL method) that answers for the pool, as the decision
+    service last announced it; together with the version it says whether a remembered decision still holds."""
+    return f"{pool_prefix(cell, policy)}:scorer"
 
 
 class WireModel(BaseModel):
@@ -56,6 +79,24 @@ class DecisionRequest(TaskFields):
     """``POST /v1/decisions``: x, for the pool of ``cell`` and ``policy``."""
 
     user: str | None = Field(None, max_length=256, description="Who asks; never enters the prompt.")
+    # For a caller that remembers decisions (the gateway, docs/decision.md "The gateway's memory"):
+    explore_draw: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="The caller's uniform draw for this decision's exploration (it remembers the answer, and the "
+        "draw fell below the epsilon of the policy's last answer): an epsilon-greedy policy explores iff it is "
+        "below its epsilon now, instead of drawing its own. Other policies ignore it.",
+    )
+    remembered: int = Field(
+        0,
+        ge=0,
+        le=MAX_REMEMBERED_REPORT,
+        strict=True,
+        description="Decisions the caller answered from its memory since its last request: steps of the "
+        "exploration schedule (and of the metrics) the service did not see.",
+    )
 
 
 class DecisionResponse(WireModel):
@@ -69,6 +110,18 @@ class DecisionResponse(WireModel):
     token_bin: str
     policy: str
     cell: str
+    # For a caller that remembers decisions (docs/decision.md "The gateway's memory"):
+    epsilon: float | None = Field(
+        None, description="The probability with which this policy's next decision explores; None if it does not."
+    )
+    valid_for_version: bool = Field(
+        False,
+        description="True when this answer holds for x until the pool version or the scorer changes (an LLM-scored "
+        "or cached answer of a policy whose prompt depends on the pool's version alone): it may be remembered.",
+    )
+    scorer: str | None = Field(
+        None, description="The fingerprint of the scorer that answered (the pool's scorer key holds the current one)."
+    )
 
 
 class ExperienceRequest(TaskFields):
@@ -85,6 +138,12 @@ class ExperienceRequest(TaskFields):
     quality_met: bool = Field(strict=True, description="Whether the serving model met the required quality (4e).")
     source: DecisionSource | None = Field(None, description="Where the decision came from, for the audit log.")
     request_id: str | None = Field(None, max_length=MAX_REQUEST_ID_LENGTH)
+    experience_id: str | None = Field(
+        None,
+        pattern=EXPERIENCE_ID_PATTERN,
+        description="The sender's unique id of this experience: one already recorded (a re-sent post whose reply "
+        "was lost) is not recorded again, and is answered with its first result and duplicate: true.",
+    )
 
 
 class ExperienceResponse(WireModel):
@@ -94,6 +153,22 @@ class ExperienceResponse(WireModel):
     pool_changed: bool
     pool_version: int
     buffered: bool
+    duplicate: bool = False
+
+
+class ExperienceBatch(WireModel):
+    """``POST /v1/experiences/batch``: experiences recorded in this order, each as by ``POST /v1/experiences``.
+
+    All or nothing on validation: one invalid experience (or an unknown policy) refuses the whole batch with a 400
+    before any is recorded. A batch that fails part-way (a 5xx) is sent again as it was; the experiences it had
+    recorded are recognised by ``experience_id`` and not counted twice.
+    """
+
+    experiences: list[ExperienceRequest] = Field(min_length=1, max_length=MAX_EXPERIENCE_BATCH)
+
+
+class ExperienceBatchResponse(WireModel):
+    results: list[ExperienceResponse] = Field(description="One per experience, in the batch's order.")
 
 
 class AirReport(WireModel):

@@ -18,6 +18,8 @@ from edgecloud.core.wire import (
     POLICY_PATTERN,
     DecisionRequest,
     DecisionResponse,
+    ExperienceBatch,
+    ExperienceBatchResponse,
     ExperienceRequest,
     ExperienceResponse,
 )
@@ -77,6 +79,11 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
     @app.post("/v1/experiences", dependencies=[Depends(service_key)])
     async def record(body: ExperienceRequest, request: Request) -> ExperienceResponse:
         return await request.app.state.service.record(body)
+
+    @app.post("/v1/experiences/batch", dependencies=[Depends(service_key)])
+    async def record_batch(body: ExperienceBatch, request: Request) -> ExperienceBatchResponse:
+        """Experiences in order, as many posts to /v1/experiences would record them; all refused if one is bad."""
+        return await request.app.state.service.record_batch(body)
 
     @app.get("/v1/pool", dependencies=[Depends(service_key)])
     async def pool_view(

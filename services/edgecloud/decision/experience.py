@@ -22,6 +22,8 @@ class Experience:
     created_at: float = field(default_factory=time.time)
     source: str = ""
     request_id: str = ""
+    experience_id: str = ""
+    """The sender's unique id (``ExperienceRequest.experience_id``): a pool records one id once."""
 
     def evaluated(self, evaluation: Evaluation) -> Experience:
         return Experience(**{**self.__dict__, "evaluation": evaluation})

@@ -118,10 +118,19 @@ class EpsilonGreedy:
         """The epsilon the next ``explore`` will use."""
         return self.schedule.epsilon(self._step)
 
-    def explore(self) -> bool:
+    def explore(self, draw: float | None = None) -> bool:
+        """One step: True with probability epsilon; ``draw`` is a uniform number drawn elsewhere for this step
+        (a gateway's, for a decision it remembers), used instead of one of this generator's."""
         epsilon = self.schedule.epsilon(self._step)
         self._step += 1
-        return self._rng.random() < epsilon
+        return (self._rng.random() if draw is None else draw) < epsilon
+
+    def advance(self, steps: int) -> None:
+        """Count ``steps`` whose draw was made elsewhere (a gateway drew them for decisions it answered from its
+        memory): the schedule moves on, this generator draws nothing."""
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        self._step += steps
 
     def random_action(self) -> Action:
         """Local or offload, each with probability 1/2."""

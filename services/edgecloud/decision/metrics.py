@@ -16,13 +16,18 @@ class DecisionMetrics:
             f"{PREFIX}_decisions", "Decisions by policy, source and action.", ("policy", "source", "decision"),
             registry=self.registry,
         )  # fmt: skip
+        self.remembered = Counter(
+            f"{PREFIX}_remembered_decisions",
+            "Decisions a gateway answered from its memory, by policy, as it reported them (with its next request).",
+            ("policy",), registry=self.registry,
+        )  # fmt: skip
         self.latency = Histogram(
             f"{PREFIX}_latency_seconds", "Time to decide, by policy and source.", ("policy", "source"),
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.experiences = Counter(
-            f"{PREFIX}_experiences", "Experiences by policy and replay outcome.", ("policy", "outcome"),
-            registry=self.registry,
+            f"{PREFIX}_experiences", "Experiences by policy and replay outcome (duplicate: recorded before, skipped).",
+            ("policy", "outcome"), registry=self.registry,
         )  # fmt: skip
         self.reward = Histogram(
             f"{PREFIX}_reward", "Rewards of eq. 10, by policy and decision.", ("policy", "decision"),

@@ -3,22 +3,28 @@
 The live system uses ``RedisExperiencePool`` (``redis_pool.py``): shared by every replica, atomic,
 persistent. Both follow ``replay.replay`` and keep a monotonically increasing version that changes
 exactly when the set of examples changes, so a decision cached under one version is still valid
-while the version holds.
+while the version holds. An experience with an ``experience_id`` is recorded once: offered again (a re-sent
+post whose reply was lost), it changes nothing and its first result comes back marked ``duplicate``.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from edgecloud.core.vocabulary import Evaluation, ReplayOutcome
-from edgecloud.core.wire import DEFAULT_CELL, DEFAULT_POLICY
+from edgecloud.core.wire import DEFAULT_CELL, DEFAULT_POLICY, pool_prefix
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.replay import replay
 
 # How many experiences the in-memory audit log keeps (Redis keeps its stream capped likewise).
 LOG_LENGTH = 100_000
+# How long a pool remembers the id of an experience it recorded, to skip it when it is offered again: far above a
+# sender's retry (a second) and the usual outage of the decision service; ours, as the gateway's length markers.
+RECORDED_ID_TTL_S = 600
+# How many recorded ids the in-memory pool remembers (it has no clock for a TTL).
+RECORDED_IDS_KEPT = 100_000
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,7 @@ class PoolNamespace:
 
     @property
     def prefix(self) -> str:
-        return f"edgecloud:pool:{self.cell}:{self.policy}"
+        return pool_prefix(self.cell, self.policy)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,9 @@ class OfferResult:
     """True when the store was unreachable and the experience waits in ``ResilientExperiencePool``'s
     buffer: ``outcome`` and ``version`` are then provisional (the rules applied to the last snapshot
     seen); the store decides for real when the buffer is flushed."""
+    duplicate: bool = False
+    """True when an experience with the same ``experience_id`` was recorded before: nothing changed, ``outcome``
+    and ``version`` are the first recording's."""
 
     @property
     def evaluation(self) -> Evaluation:
@@ -73,6 +82,10 @@ class ExperiencePool(Protocol):
         """Empty the pool (not the log); returns the new version."""
         ...
 
+    async def announce(self, namespace: PoolNamespace, scorer: str) -> bool:
+        """Say which scorer answers for the pool (``core.wire.pool_scorer_key``); False if it could not be said."""
+        ...
+
 
 @dataclass
 class _Namespace:
@@ -86,11 +99,16 @@ class InMemoryExperiencePool:
 
     def __init__(self) -> None:
         self._namespaces: dict[PoolNamespace, _Namespace] = {}
+        self._recorded: OrderedDict[tuple[PoolNamespace, str], OfferResult] = OrderedDict()
+        self.scorers: dict[PoolNamespace, str] = {}
 
     def _get(self, namespace: PoolNamespace) -> _Namespace:
         return self._namespaces.setdefault(namespace, _Namespace())
 
     async def offer(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
+        recorded = (namespace, experience.experience_id)
+        if experience.experience_id and recorded in self._recorded:
+            return replace(self._recorded[recorded], duplicate=True)
         pool = self._get(namespace)
         outcome = replay(pool.examples.get(experience.state.key), experience)
         evaluated = experience.evaluated(outcome.evaluation)
@@ -98,7 +116,12 @@ class InMemoryExperiencePool:
             pool.examples[experience.state.key] = evaluated
             pool.version += 1
         pool.log.append(evaluated)
-        return OfferResult(outcome, pool.version)
+        result = OfferResult(outcome, pool.version)
+        if experience.experience_id:
+            self._recorded[recorded] = result
+            while len(self._recorded) > RECORDED_IDS_KEPT:
+                self._recorded.popitem(last=False)
+        return result
 
     async def snapshot(self, namespace: PoolNamespace) -> PoolSnapshot:
         pool = self._get(namespace)
@@ -116,3 +139,7 @@ class InMemoryExperiencePool:
         pool.examples.clear()
         pool.version += 1
         return pool.version
+
+    async def announce(self, namespace: PoolNamespace, scorer: str) -> bool:
+        self.scorers[namespace] = scorer
+        return True

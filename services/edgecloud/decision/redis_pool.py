@@ -5,10 +5,15 @@ Keys of one pool, under ``PoolNamespace.prefix``:
 - ``{prefix}:examples``: a hash, field = keyword key (``TaskState.key``), value = the example's JSON;
 - ``{prefix}:version``: a counter, incremented exactly when the set of examples changes;
 - ``{prefix}:log``: a stream of every experience offered, evaluated (fields ``experience``, ``outcome``,
-  ``version``), capped near ``log_length`` entries.
+  ``version``), capped near ``log_length`` entries;
+- ``{prefix}:recorded:{experience_id}``: ``outcome:version`` of an experience recorded with an id, for
+  ``RECORDED_ID_TTL_S``: offered again (its reply was lost), it is skipped and that result returned;
+- ``{prefix}:scorer``: the fingerprint of the scorer that answers for the pool (``announce``), which the
+  gateway reads with the version to know whether a decision it remembers still holds.
 
 ``offer`` applies the prioritized experience replay of section III-B (``replay.replay``) in one Lua
-script, so concurrent replicas never lose a better example between a read and a write.
+script, so concurrent replicas never lose a better example between a read and a write. The version and
+scorer keys' names are the contract with the gateway (``core.wire.pool_version_key``, ``pool_scorer_key``).
 """
 
 from __future__ import annotations
@@ -18,14 +23,23 @@ from typing import Any
 import redis.asyncio as redis
 
 from edgecloud.core.vocabulary import Evaluation, ReplayOutcome
+from edgecloud.core.wire import pool_scorer_key, pool_version_key
 from edgecloud.decision.experience import Experience
-from edgecloud.decision.pool import LOG_LENGTH, OfferResult, PoolNamespace, PoolSnapshot
+from edgecloud.decision.pool import LOG_LENGTH, RECORDED_ID_TTL_S, OfferResult, PoolNamespace, PoolSnapshot
 
-# KEYS: examples hash, version counter, log stream.
+# KEYS: examples hash, version counter, log stream, the experience's recorded-id marker.
 # ARGV: keyword key, reward (Python repr, exact as a double), "1" if the quality constraint (4e) is met,
-#       the experience's JSON evaluated Good, the same evaluated Bad, the log's length cap.
-# The branches are those of replay.replay, in the same order.
+#       the experience's JSON evaluated Good, the same evaluated Bad, the log's length cap, "1" if the
+#       experience has an id (the marker is used), the marker's TTL.
+# The branches are those of replay.replay, in the same order. Returns {outcome, version, 1 if a duplicate}.
 OFFER_SCRIPT = """
+if ARGV[7] == '1' then
+  local seen = redis.call('GET', KEYS[4])
+  if seen then
+    local colon = string.find(seen, ':', 1, true)
+    return {string.sub(seen, 1, colon - 1), tonumber(string.sub(seen, colon + 1)), 1}
+  end
+end
 local outcome
 if ARGV[3] ~= '1' then
   outcome = 'rejected_bad'
@@ -50,7 +64,10 @@ else
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*',
            'experience', evaluated, 'outcome', outcome, 'version', version)
-return {outcome, version}
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[4], outcome .. ':' .. version, 'EX', ARGV[8])
+end
+return {outcome, version, 0}
 """
 
 
@@ -84,12 +101,14 @@ class RedisExperiencePool:
     @staticmethod
     def _keys(namespace: PoolNamespace) -> tuple[str, str, str]:
         prefix = namespace.prefix
-        return f"{prefix}:examples", f"{prefix}:version", f"{prefix}:log"
+        return f"{prefix}:examples", pool_version_key(namespace.cell, namespace.policy), f"{prefix}:log"
 
     async def offer(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
-        """Rules 1 and 2 of section III-B, and step 3's Bad for a violated constraint, in one script."""
-        outcome, version = await self._offer_script(
-            keys=self._keys(namespace),
+        """Rules 1 and 2 of section III-B, and step 3's Bad for a violated constraint, in one script; an
+        experience whose id was recorded before is skipped (its first result, ``duplicate``)."""
+        marker = f"{namespace.prefix}:recorded:{experience.experience_id}"
+        outcome, version, duplicate = await self._offer_script(
+            keys=(*self._keys(namespace), marker),
             args=(
                 experience.state.key,
                 repr(experience.reward),
@@ -97,9 +116,15 @@ class RedisExperiencePool:
                 experience.evaluated(Evaluation.GOOD).to_json(),
                 experience.evaluated(Evaluation.BAD).to_json(),
                 self.log_length,
+                "1" if experience.experience_id else "0",
+                RECORDED_ID_TTL_S,
             ),
         )
-        return OfferResult(ReplayOutcome(_text(outcome)), int(version))
+        return OfferResult(ReplayOutcome(_text(outcome)), int(version), duplicate=bool(int(duplicate)))
+
+    async def announce(self, namespace: PoolNamespace, scorer: str) -> bool:
+        await self.client.set(pool_scorer_key(namespace.cell, namespace.policy), scorer)
+        return True
 
     async def snapshot(self, namespace: PoolNamespace) -> PoolSnapshot:
         """The examples, ordered by keyword key, and the version they belong to (one MULTI/EXEC)."""

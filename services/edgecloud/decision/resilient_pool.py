@@ -7,14 +7,19 @@ While the store is down:
 - ``snapshot`` returns the last snapshot seen for the namespace with ``stale=True`` (an empty one with
   version ``UNKNOWN_VERSION`` if none was seen), ``version`` the last version seen;
 - ``latest`` returns the buffered experiences of the namespace, newest first, then the last answer seen;
-- ``clear`` raises the store's error (emptying a pool is not worth replaying later).
+- ``clear`` raises the store's error (emptying a pool is not worth replaying later);
+- ``announce`` returns False (the service announces again later).
+
+An experience offered again with the ``experience_id`` of one still in the buffer (a sender re-sent a post
+whose reply was lost) is not buffered twice: its first provisional result comes back marked ``duplicate``.
 
 Once the store answers, the buffer is flushed, oldest first, before the operation that found it back,
 so the pool ends as if nothing had failed. A flush that times out after the store applied an
 experience offers it again: the pool is unchanged by that (an equal reward keeps the stored example),
-only the log holds it twice. The store is reached through ``core.redis_guard.RedisGuard``, as the gateway
-reaches its Redis: each call has a deadline, and after a failure the store is left alone for
-``retry_interval_s`` so a request path does not wait for a timeout on every call.
+only the log holds it twice (an experience with an id not even that: the store skips it). The store is
+reached through ``core.redis_guard.RedisGuard``, as the gateway reaches its Redis: each call has a
+deadline, and after a failure the store is left alone for ``retry_interval_s`` so a request path does
+not wait for a timeout on every call.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class ResilientExperiencePool:
             clock=clock,
         )
         self._buffer: deque[tuple[PoolNamespace, Experience]] = deque()
+        self._held: dict[tuple[PoolNamespace, str], OfferResult] = {}  # buffered experiences with an id
         self._flush_lock = asyncio.Lock()
         self._snapshots: dict[PoolNamespace, PoolSnapshot] = {}
         self._versions: dict[PoolNamespace, int] = {}
@@ -99,6 +105,7 @@ class ResilientExperiencePool:
                     self._trim()
                     raise
                 self._versions[namespace] = result.version
+                self._held.pop((namespace, experience.experience_id), None)
                 flushed += 1
             if flushed:
                 logger.info("flushed %d buffered experiences to the pool", flushed)
@@ -138,6 +145,9 @@ class ResilientExperiencePool:
         self._latest[namespace] = latest
         return latest
 
+    async def announce(self, namespace: PoolNamespace, scorer: str) -> bool:
+        return bool(await self._store.call(lambda: self.pool.announce(namespace, scorer)))
+
     async def clear(self, namespace: PoolNamespace) -> int:
         """Empty the pool after the buffered experiences went in; raises if the store is unreachable."""
         if self._buffer:
@@ -154,17 +164,24 @@ class ResilientExperiencePool:
             await self.flush()
 
     def _hold(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
+        held = (namespace, experience.experience_id)
+        if experience.experience_id and held in self._held:
+            return dataclasses.replace(self._held[held], duplicate=True)
         self._buffer.append((namespace, experience))
-        self._trim()
         cached = self._snapshots.get(namespace)
         examples = cached.examples if cached is not None else ()
         stored = next((example for example in examples if example.state == experience.state), None)
         provisional = replay(stored, experience)
-        return OfferResult(provisional, self._versions.get(namespace, UNKNOWN_VERSION), buffered=True)
+        result = OfferResult(provisional, self._versions.get(namespace, UNKNOWN_VERSION), buffered=True)
+        if experience.experience_id:
+            self._held[held] = result
+        self._trim()
+        return result
 
     def _trim(self) -> None:
         while len(self._buffer) > self.buffer_size:
-            self._buffer.popleft()
+            namespace, experience = self._buffer.popleft()
+            self._held.pop((namespace, experience.experience_id), None)
             self.dropped_count += 1
             if self.dropped_count == 1 or self.dropped_count % DROP_WARNING_EVERY == 0:
                 logger.warning(

@@ -1,7 +1,9 @@
 """The decision service as a plain library: decide, record experiences, show the pool and the prompt.
 
-One policy object per (cell, policy name), built on first use. The HTTP shell (``app.py``) and the
-virtual-time experiments call the same methods.
+One policy object per (cell, policy name), built on first use; a policy whose answers hold for a pool
+version announces its scorer's fingerprint in the pool (once per process, again until it succeeds), so a
+gateway that remembers decisions knows whose answers it holds (docs/decision.md, "The gateway's memory").
+The HTTP shell (``app.py``) and the virtual-time experiments call the same methods.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from redis.asyncio import Redis
 
 from edgecloud.core.errors import BadRequestError
 from edgecloud.core.reward import RewardParams, reward
-from edgecloud.core.vocabulary import TaskState
+from edgecloud.core.vocabulary import DecisionSource, TaskState
 from edgecloud.core.wire import (
     DecisionRequest,
     DecisionResponse,
+    ExperienceBatch,
+    ExperienceBatchResponse,
     ExperienceRequest,
     ExperienceResponse,
     TaskFields,
@@ -80,6 +85,7 @@ class DecisionService:
         self._redis_client = redis_client
         self._warm_up: asyncio.Task[None] | None = None
         self._policies: dict[PoolNamespace, Policy] = {}
+        self._announced: set[PoolNamespace] = set()
 
     async def start(self) -> None:
         """Warm the LLM up in the background, so the service answers (``GET /health``) at once."""
@@ -122,6 +128,7 @@ class DecisionService:
                 calibrations=self.calibrations,
                 llm_timeout_s=self.settings.llm_timeout_s,
                 method=self.settings.icl_method(),
+                scoring=self.settings.scoring,
             )
             if issubclass(policy_class, LatestIclPolicy):
                 return policy_class(setup, self.settings.latest_examples)
@@ -129,14 +136,33 @@ class DecisionService:
         return policy_class.from_service(rng=rng, reward_params=self.reward_params)
 
     async def decide(self, request: DecisionRequest, context: DecisionContext | None = None) -> DecisionResponse:
-        """Decide for x; ``context`` carries what only an experiment knows (the oracle's true outcomes)."""
+        """Decide for x; ``context`` carries what only an experiment knows (the oracle's true outcomes).
+
+        ``request.remembered`` decisions a gateway answered from its memory count as steps of the policy's
+        exploration schedule; ``request.explore_draw`` is its draw of exploration for this one.
+        """
         started = self.clock()
         namespace = PoolNamespace(request.cell, request.policy)
         state = TaskState.of(request.service_type, request.estimated_tokens)
-        decision = await self.policy(namespace).choose(state, context or DecisionContext())
+        policy = self.policy(namespace)
+        if request.remembered:
+            policy.skip(request.remembered)
+            self.metrics.remembered.labels(request.policy).inc(request.remembered)
+        scorer = policy.scorer() if policy.remembered_by_version else None
+        if scorer is not None and namespace not in self._announced and await self.pool.announce(namespace, scorer):
+            self._announced.add(namespace)
+        context = replace(context or DecisionContext(), explore_draw=request.explore_draw)
+        decision = await policy.choose(state, context)
         latency = self.clock() - started
         self.metrics.decisions.labels(request.policy, decision.source.value, decision.action.value).inc()
         self.metrics.latency.labels(request.policy, decision.source.value).observe(latency)
+        version = decision.pool_version
+        valid = (
+            scorer is not None
+            and decision.source in (DecisionSource.LLM, DecisionSource.CACHE)
+            and version is not None
+            and version >= 0
+        )
         return DecisionResponse(
             decision=decision.action,
             source=decision.source,
@@ -148,10 +174,23 @@ class DecisionService:
             token_bin=state.token_bin,
             policy=request.policy,
             cell=request.cell,
+            epsilon=policy.epsilon(),
+            valid_for_version=valid,
+            scorer=scorer,
         )
 
+    async def record_batch(self, batch: ExperienceBatch) -> ExperienceBatchResponse:
+        """Record each experience in order; an unknown policy refuses the batch before any is recorded."""
+        for request in batch.experiences:
+            self.policy(PoolNamespace(request.cell, request.policy))
+        return ExperienceBatchResponse(results=[await self.record(request) for request in batch.experiences])
+
     async def record(self, request: ExperienceRequest) -> ExperienceResponse:
-        """Turn measured delays into the reward of eq. 10, then apply the replay rules to the pool."""
+        """Turn measured delays into the reward of eq. 10, then apply the replay rules to the pool.
+
+        An experience whose ``experience_id`` the pool recorded before changes nothing (the pool, the policy,
+        the metrics) and is answered with its first result, ``duplicate: true``.
+        """
         namespace = PoolNamespace(request.cell, request.policy)
         policy = self.policy(namespace)
         state = TaskState.of(request.service_type, request.estimated_tokens)
@@ -165,8 +204,20 @@ class DecisionService:
             quality_met=request.quality_met,
             source=request.source.value if request.source else "",
             request_id=request.request_id or "",
+            experience_id=request.experience_id or "",
         )
         result = await self.pool.offer(namespace, experience)
+        if result.duplicate:
+            self.metrics.experiences.labels(request.policy, "duplicate").inc()
+            return ExperienceResponse(
+                reward=value,
+                evaluation=result.evaluation,
+                outcome=result.outcome,
+                pool_changed=False,
+                pool_version=result.version,
+                buffered=result.buffered,
+                duplicate=True,
+            )
         await policy.learn(experience.evaluated(result.evaluation))
         self.metrics.experiences.labels(request.policy, result.outcome.value).inc()
         self.metrics.reward.labels(request.policy, request.decision.value).observe(value)

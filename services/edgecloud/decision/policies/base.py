@@ -27,6 +27,9 @@ class DecisionContext:
     """What a policy may know besides x. Live requests have no ``outcome_of``."""
 
     outcome_of: OutcomeOf | None = None
+    explore_draw: float | None = None
+    """A uniform draw for this decision's exploration made by the caller (a gateway that remembers the policy's
+    answer): an epsilon-greedy policy uses it instead of its own; the others ignore it."""
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,25 @@ class Policy(ABC):
     name: ClassVar[str]
     uses_prompt: ClassVar[bool] = False  # decides from a meta-prompt (GET /v1/prompt shows it)
 
+    remembered_by_version: ClassVar[bool] = False
+    """Its LLM-scored and cached answers hold for x until the pool version or the scorer changes, so a caller
+    may remember them (``DecisionResponse.valid_for_version``)."""
+
     @abstractmethod
     async def choose(self, state: TaskState, context: DecisionContext) -> Decision:
         """The action for x = ``state``."""
+
+    def epsilon(self) -> float | None:
+        """The probability with which the next decision explores; None if the policy is not epsilon-greedy."""
+        return None
+
+    def scorer(self) -> str | None:
+        """The fingerprint of what scores its answers (``remembered_by_version`` policies), else None."""
+        return None
+
+    def skip(self, steps: int) -> None:
+        """Count ``steps`` decisions a caller answered from its memory (steps of an exploration schedule)."""
+        return None
 
     async def learn(self, experience: Experience) -> None:
         """See the outcome of a decision; policies that learn from the pool alone ignore it."""

@@ -7,7 +7,9 @@ otherwise the LLM scores " local" and " offload" after the meta-prompt and the a
 on the consistency grid. Answers are cached by the exact prompt. If the LLM fails or is slower than
 the timeout, the decision falls back to the pool's example for the same keywords, else to the rule
 "quality-preferred types offload, others stay local"; while the LLM cannot score at all, that fallback
-is cached too.
+is cached too. The prompt of x is a function of the pool's version and the method alone, so the LLM's
+(and the cache's) answers hold until the version or the scorer (model, method) changes: a gateway may
+remember them (``remembered_by_version``) and draw exploration itself (``DecisionContext.explore_draw``).
 
 Variants: ``icl_paper`` is the same policy with the paper's method (the whole pool in pool order, the
 paper's description, no calibration); ``icl_latest`` (baseline 1) shows the most recent experiences
@@ -51,6 +53,8 @@ class IclSetup:
     """Scores of the content-free query, by the examples shown (one LLM call per example set)."""
     llm_timeout_s: float
     method: IclMethod
+    scoring: str = ""
+    """How candidates are scored (``DecisionSettings.scoring``): part of the scorer's fingerprint."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class PromptView:
 class IclPolicy(Policy):
     name = "icl"
     uses_prompt = True
+    remembered_by_version = True
 
     def __init__(self, setup: IclSetup):
         self.setup = setup
@@ -85,10 +90,26 @@ class IclPolicy(Policy):
 
     async def choose(self, state: TaskState, context: DecisionContext) -> Decision:
         setup = self.setup
-        if setup.exploration.explore():
+        if setup.exploration.explore(context.explore_draw):
             version = await setup.pool.version(setup.namespace)
             return Decision(setup.exploration.random_action(), DecisionSource.EXPLORE, pool_version=version)
         return await self._decide_by_llm(state)
+
+    def epsilon(self) -> float | None:
+        return self.setup.exploration.current_epsilon
+
+    def skip(self, steps: int) -> None:
+        self.setup.exploration.advance(steps)
+
+    @functools.cached_property
+    def _scorer(self) -> str:
+        """The model, the method and its empty prompt (the template's text), and the scoring path setting."""
+        method = self.method
+        identity = "\n".join((self.setup.model, repr(method), method.prompt(None, ()), self.setup.scoring))
+        return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+    def scorer(self) -> str | None:
+        return self._scorer
 
     async def _decide_by_llm(self, state: TaskState) -> Decision:
         """The cached answer, or the LLM's within the timeout, else the fallback.
@@ -210,6 +231,9 @@ class GreedyIclPolicy(IclPolicy):
     async def choose(self, state: TaskState, context: DecisionContext) -> Decision:
         return await self._decide_by_llm(state)
 
+    def epsilon(self) -> float | None:
+        return 0.0
+
 
 @register
 class LatestIclPolicy(IclPolicy):
@@ -220,6 +244,7 @@ class LatestIclPolicy(IclPolicy):
     """
 
     name = "icl_latest"
+    remembered_by_version = False  # its prompt changes with every experience
 
     def __init__(self, setup: IclSetup, latest_count: int = 10):
         super().__init__(setup)
