@@ -153,9 +153,15 @@ def start_gateway(log_dir: Path, **settings: str) -> tuple[ServerProcess, str]:
     """A gateway with ``settings`` as GATEWAY_* variables; returns it and its base URL (without /v1).
 
     Without a decision service or Redis unless ``settings`` name them: ``edgecloud-auto`` then takes
-    the default route, and output lengths are kept in memory.
+    the default route, output lengths are kept in memory, and no decision is remembered.
     """
-    settings = {"decision_url": "", "lengths_redis_url": "", "limits_redis_url": "", **settings}
+    settings = {
+        "decision_url": "",
+        "decision_redis_url": "",
+        "lengths_redis_url": "",
+        "limits_redis_url": "",
+        **settings,
+    }
     server = start_service("gateway", log_dir, **settings)
     return server, server.base_url
 
@@ -275,6 +281,7 @@ def start_live_stack(log_dir: Path, redis_url: str, keys: LiveKeys | None = None
                 cloud_url=cloud_url,
                 cloud_model="gpt-4o",
                 decision_url=decision.base_url,
+                decision_redis_url=redis_url,
                 lengths_redis_url=redis_url,
                 air_report_timeout_s="10",
                 **gateway_keys,

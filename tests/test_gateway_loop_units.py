@@ -38,7 +38,7 @@ def writer(**settings: object) -> tuple[ExperienceWriter, GatewayMetrics]:
 
 
 def queued(experiences: ExperienceWriter) -> list[tuple[str, float]]:
-    return [(request.request_id, transmission) for request, transmission in experiences._queue]
+    return [(pending.served.request_id, pending.body.transmission_s) for pending in experiences.waiting()]
 
 
 def test_measurements_are_joined_by_request_id_in_either_order():

@@ -1,9 +1,13 @@
 """The gateway's side of the offloading decision: ask the decision service, or decide by the rule.
 
 ``DecisionClient`` posts x = (service type, estimated tokens) to the decision service's
-``/v1/decisions`` (paper eqs. 5-8) and maps its ``local``/``offload`` to a route. When the service
-does not answer within ``decision_timeout_s`` (or is not configured), the gateway applies the same
-last-resort rule the decision service uses (``rule_action``) and says so (source ``gateway_fallback``).
+``/v1/decisions`` (paper eqs. 5-8) and maps its ``local``/``offload`` to a route. In the steady state
+it answers from its memory of the service's answers (``decision_memory.py``: same x, pool version and
+scorer; source ``cache``) without that round trip, and asks the service only to explore, on a miss or
+when the memory cannot be checked. When the service does not answer within ``decision_timeout_s`` (or
+is not configured), the gateway applies the same last-resort rule the decision service uses
+(``rule_action``) and says so (source ``gateway_fallback``); a remembered answer it wanted to explore
+from stands instead.
 ``BackendHealth`` remembers a backend that just failed (no connection, or no first token in time), so
 that new requests are routed around it for a while instead of each paying a failed attempt.
 """
@@ -19,8 +23,10 @@ from pydantic import ValidationError
 
 from edgecloud.core.auth import bearer_headers
 from edgecloud.core.headers import JSON_CONTENT
-from edgecloud.core.vocabulary import Action, ServiceType, TaskState, rule_action
+from edgecloud.core.vocabulary import Action, DecisionSource, ServiceType, TaskState, rule_action
 from edgecloud.core.wire import DecisionRequest, DecisionResponse
+from edgecloud.gateway.decision_memory import DecisionMemory
+from edgecloud.gateway.metrics import GatewayMetrics
 from edgecloud.gateway.settings import GatewaySettings, Route
 
 logger = logging.getLogger(__name__)
@@ -46,14 +52,27 @@ class RouteDecision:
 
 
 class DecisionClient:
-    def __init__(self, settings: GatewaySettings):
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics | None = None):
         self.url = settings.decision_url
         self.policy = settings.decision_policy
         self.cell = settings.cell
+        self.metrics = metrics or GatewayMetrics()
         self._headers = {**JSON_CONTENT, **bearer_headers(settings.decision_api_key)}
         self._timeout = aiohttp.ClientTimeout(total=settings.decision_timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._outage_logged = False
+        remembers = settings.decision_memory and settings.decision_redis_url and settings.decision_url
+        self.memory = (
+            DecisionMemory(
+                settings.decision_redis_url,
+                settings.cell,
+                settings.decision_policy,
+                timeout_s=settings.redis_timeout_s,
+                retry_interval_s=settings.redis_retry_interval_s,
+            )
+            if remembers
+            else None
+        )
 
     def _log_outage(self, reason: str) -> None:
         """Once per outage, not per request."""
@@ -64,36 +83,83 @@ class DecisionClient:
     async def start(self) -> None:
         if self.url:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+        if self.memory is not None:
+            await self.memory.start()
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self.memory is not None:
+            await self.memory.close()
 
     async def decide(self, service_type: ServiceType, estimated_tokens: int) -> RouteDecision:
         started = time.perf_counter()
-        if self._session is not None:
-            body = DecisionRequest(
-                service_type=service_type, estimated_tokens=estimated_tokens, cell=self.cell, policy=self.policy
-            )
-            try:
-                async with self._session.post(
-                    f"{self.url}/v1/decisions", data=body.model_dump_json(), headers=self._headers
-                ) as response:
-                    if response.status == 200:
-                        answer = DecisionResponse.model_validate_json(await response.read())
-                        self._outage_logged = False
-                        return RouteDecision(
-                            ROUTE_OF_ACTION[answer.decision],
-                            answer.source.value,
-                            time.perf_counter() - started,
-                            answer.pool_version,
-                        )
-                    self._log_outage(f"it answered {response.status}")
-            except (TimeoutError, aiohttp.ClientError, ValidationError) as exc:
-                self._log_outage(type(exc).__name__)
-        action = rule_action(TaskState.of(service_type, estimated_tokens))
-        return RouteDecision(ROUTE_OF_ACTION[action], GATEWAY_FALLBACK, time.perf_counter() - started)
+        state = TaskState.of(service_type, estimated_tokens)
+        remembered, draw = await self._recall(state)
+        if remembered is not None and draw is None:
+            return _remembered(remembered, time.perf_counter() - started)
+        answer = await self._ask(service_type, estimated_tokens, draw)
+        if answer is not None:
+            if self.memory is not None:
+                self.memory.learn(state, answer)
+            route = ROUTE_OF_ACTION[answer.decision]
+            return RouteDecision(route, answer.source.value, time.perf_counter() - started, answer.pool_version)
+        if remembered is not None:  # the draw asked the service to explore, and it did not answer: memory stands
+            return _remembered(remembered, time.perf_counter() - started)
+        return RouteDecision(ROUTE_OF_ACTION[rule_action(state)], GATEWAY_FALLBACK, time.perf_counter() - started)
+
+    async def _recall(self, state: TaskState) -> tuple[tuple[Action, int] | None, float | None]:
+        """The remembered action and pool version for ``state`` if the memory holds one it can check, and
+        the exploration draw that sends this decision to the service anyway (None: the memory answers)."""
+        memory = self.memory
+        if memory is None or self._session is None:
+            return None, None
+        view = await memory.view()
+        action = memory.recall(view, state) if view is not None else None
+        if view is None or action is None:
+            self.metrics.decision_memory.labels("off" if view is None else "miss").inc()
+            return None, None
+        draw = memory.explores()
+        if draw is None:
+            memory.unreported += 1
+        self.metrics.decision_memory.labels("hit" if draw is None else "explore").inc()
+        return (action, view.version), draw
+
+    async def _ask(
+        self, service_type: ServiceType, estimated_tokens: int, draw: float | None
+    ) -> DecisionResponse | None:
+        """The decision service's answer, or None if it gave none in time; reports the remembered decisions."""
+        if self._session is None:
+            return None
+        reported = self.memory.unreported if self.memory is not None else 0
+        body = DecisionRequest(
+            service_type=service_type,
+            estimated_tokens=estimated_tokens,
+            cell=self.cell,
+            policy=self.policy,
+            explore_draw=draw,
+            remembered=reported,
+        )
+        try:
+            async with self._session.post(
+                f"{self.url}/v1/decisions", data=body.model_dump_json(exclude_defaults=True), headers=self._headers
+            ) as response:
+                if response.status == 200:
+                    answer = DecisionResponse.model_validate_json(await response.read())
+                    self._outage_logged = False
+                    if self.memory is not None:
+                        self.memory.unreported -= reported
+                    return answer
+                self._log_outage(f"it answered {response.status}")
+        except (TimeoutError, aiohttp.ClientError, ValidationError) as exc:
+            self._log_outage(type(exc).__name__)
+        return None
+
+
+def _remembered(remembered: tuple[Action, int], latency_s: float) -> RouteDecision:
+    action, version = remembered
+    return RouteDecision(ROUTE_OF_ACTION[action], DecisionSource.CACHE.value, latency_s, version)
 
 
 class BackendHealth:

@@ -8,9 +8,13 @@ and posts the experience to the decision service, which computes the reward (eq.
 measurements. Requests that did not come over the air have no radio: their transmission time is 0.
 
 Nothing here delays a user's answer: experiences wait in a bounded queue and one background task
-posts them in order, retrying while the decision service is down. Only when the queue overflows is
-the oldest dropped, and a request whose air report never comes is dropped rather than guessed; both
-are counted.
+posts them in order, in batches (``POST /v1/experiences/batch``: whatever waited, up to
+``experience_batch_size``, gathered for ``experience_batch_wait_s`` after the first), retrying while the
+decision service is down. A batch that got no answer is sent again as it was, with the same experiences
+in the same order: each carries an ``experience_id`` made when it was queued, so the ones the service
+had recorded before the reply was lost are skipped there (``duplicate``), not counted twice. Only when
+the queue overflows is the oldest waiting experience dropped (never one of the batch being sent), and a
+request whose air report never comes is dropped rather than guessed; both are counted.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +34,13 @@ from pydantic import ValidationError
 from edgecloud.core.auth import bearer_headers
 from edgecloud.core.headers import JSON_CONTENT
 from edgecloud.core.vocabulary import Action, DecisionSource, ServiceType
-from edgecloud.core.wire import CLIENT_CHOICES_CELL_SUFFIX, AirReport, ExperienceRequest, ExperienceResponse
+from edgecloud.core.wire import (
+    CLIENT_CHOICES_CELL_SUFFIX,
+    AirReport,
+    ExperienceBatch,
+    ExperienceBatchResponse,
+    ExperienceRequest,
+)
 from edgecloud.gateway.metrics import GatewayMetrics
 from edgecloud.gateway.settings import GatewaySettings
 
@@ -58,6 +69,14 @@ class ServedRequest:
     client_choice: bool = False  # the client pinned the route or model, or lowered its quality requirement
 
 
+@dataclass(frozen=True)
+class Pending:
+    """An experience waiting to be posted: the request it measures and the body, id included, sent for it."""
+
+    served: ServedRequest
+    body: ExperienceRequest
+
+
 class ExperienceWriter:
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics):
         self.url = settings.decision_url
@@ -66,9 +85,12 @@ class ExperienceWriter:
         self.learn_from_client_choices = settings.learn_from_client_choices
         self._headers = {**JSON_CONTENT, **bearer_headers(settings.decision_api_key)}
         self.capacity = settings.experience_queue_size
+        self.batch_size = min(settings.experience_batch_size, settings.experience_queue_size)
+        self.batch_wait_s = settings.experience_batch_wait_s
         self.air_timeout_s = settings.air_report_timeout_s
         self.metrics = metrics
-        self._queue: deque[tuple[ServedRequest, float]] = deque()
+        self._queue: deque[Pending] = deque()
+        self._sending: list[Pending] = []  # the batch being posted, out of the queue until it is answered
         self._waiting_for_air: OrderedDict[str, tuple[ServedRequest, float]] = OrderedDict()
         self._early_reports: OrderedDict[str, tuple[AirReport, float]] = OrderedDict()
         self._wake = asyncio.Event()
@@ -93,7 +115,11 @@ class ExperienceWriter:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._sending) + len(self._queue)
+
+    def waiting(self) -> list[Pending]:
+        """Every experience not yet stored, in the order they go: the batch being sent, then the queue."""
+        return [*self._sending, *self._queue]
 
     def served(self, request: ServedRequest, over_the_air: bool) -> None:
         """A request finished at the gateway; over the air, its transmission time is still to come."""
@@ -124,30 +150,22 @@ class ExperienceWriter:
             self.metrics.experiences.labels("dropped_unmatched").inc()
 
     def _enqueue(self, request: ServedRequest, transmission_s: float) -> None:
-        self._queue.append((request, transmission_s))
-        if len(self._queue) > self.capacity:
+        try:
+            body = self._body(request, transmission_s)
+        except ValidationError as error:  # a measurement no decision service would take (a day-long delay)
+            logger.warning("experience of %s not sent: %s", request.request_id, error)
+            self.metrics.experiences.labels("refused").inc()
+            return
+        self._queue.append(Pending(request, body))
+        while self.queued > self.capacity and self._queue:
             self._queue.popleft()
             self.metrics.experiences.labels("dropped_overflow").inc()
-        self.metrics.experience_queue.set(len(self._queue))
+        self.metrics.experience_queue.set(self.queued)
         self._wake.set()
 
-    async def _post_forever(self) -> None:
-        while True:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            request, transmission_s = self._queue[0]
-            if await self._post(request, transmission_s):
-                self._queue.popleft()
-                self.metrics.experience_queue.set(len(self._queue))
-            else:
-                await asyncio.sleep(RETRY_INTERVAL_S)
-
-    async def _post(self, request: ServedRequest, transmission_s: float) -> bool:
-        """True when the experience is stored (or refused for good); False to try again later."""
-        assert self._session is not None
+    def _body(self, request: ServedRequest, transmission_s: float) -> ExperienceRequest:
         apart = request.client_choice and not self.learn_from_client_choices
-        body = ExperienceRequest(
+        return ExperienceRequest(
             service_type=request.service_type,
             estimated_tokens=request.estimated_tokens,
             cell=f"{self.cell}{CLIENT_CHOICES_CELL_SUFFIX}" if apart else self.cell,
@@ -158,27 +176,58 @@ class ExperienceWriter:
             quality_met=request.quality_met,
             source=DecisionSource(request.source) if request.source in DECISION_SOURCES else None,
             request_id=request.request_id,
+            experience_id=uuid.uuid4().hex,
         )
+
+    async def _post_forever(self) -> None:
+        while True:
+            if not self._sending:
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                if len(self._queue) < self.batch_size and self.batch_wait_s > 0:
+                    await asyncio.sleep(self.batch_wait_s)  # gather what the next requests bring
+                count = min(self.batch_size, len(self._queue))
+                self._sending = [self._queue.popleft() for _ in range(count)]
+            if await self._post(self._sending):
+                self._sending = []
+                self.metrics.experience_queue.set(self.queued)
+            else:
+                await asyncio.sleep(RETRY_INTERVAL_S)
+
+    async def _post(self, batch: list[Pending]) -> bool:
+        """True when the batch is stored (or refused for good); False to send it again later, as it is."""
+        assert self._session is not None
+        body = ExperienceBatch(experiences=[pending.body for pending in batch])
         try:
             async with self._session.post(
-                f"{self.url}/v1/experiences", data=body.model_dump_json(), headers=self._headers
+                f"{self.url}/v1/experiences/batch",
+                data=body.model_dump_json(exclude_none=True),
+                headers=self._headers,
             ) as response:
                 if response.status >= 500:
                     self._log_outage(f"it answered {response.status}")
                     return False
                 if response.status != 200:
                     logger.warning(
-                        "decision service refused an experience (%s): %s", response.status, await response.text()
+                        "decision service refused %d experiences (%s): %s",
+                        len(batch),
+                        response.status,
+                        await response.text(),
                     )
-                    self.metrics.experiences.labels("refused").inc()
+                    self.metrics.experiences.labels("refused").inc(len(batch))
                     return True
-                answer = ExperienceResponse.model_validate_json(await response.read())
+                answer = ExperienceBatchResponse.model_validate_json(await response.read())
         except (TimeoutError, aiohttp.ClientError, ValidationError) as exc:
             self._log_outage(type(exc).__name__)
             return False
+        if len(answer.results) != len(batch):
+            self._log_outage(f"it answered {len(answer.results)} results for {len(batch)} experiences")
+            return False
         self._outage_logged = False
-        self.metrics.experiences.labels("buffered" if answer.buffered else "stored").inc()
-        self.metrics.reward.labels(request.route, request.service_type.value).observe(answer.reward)
+        for pending, result in zip(batch, answer.results, strict=True):
+            self.metrics.experiences.labels("buffered" if result.buffered else "stored").inc()
+            self.metrics.reward.labels(pending.served.route, pending.served.service_type.value).observe(result.reward)
         return True
 
     def _log_outage(self, reason: str) -> None:

@@ -22,6 +22,9 @@ failure switches to an in-process copy of the same statistic (this replica's own
 the last window read from Redis), Redis is left alone for ``retry_interval_s`` and then tried again,
 and observations made meanwhile are pushed once it answers. One warning per outage, not per request.
 
+Observations go to Redis in batches: a background task pushes what was observed in one pipeline, after
+gathering for ``batch_wait_s`` from the first (at once when ``batch_size`` wait); ``observe`` returns
+once its batch went, or failed and waits for the next.
 Every observation is pushed exactly once: it carries an id that Redis remembers
 (``{key_prefix}:pushed:{id}``, for ``PUSH_MARKER_TTL_S``), so a push whose reply was lost (it timed out
 after Redis applied it: a loaded or just-restarted Redis answers slowly) and is sent again is skipped,
@@ -30,6 +33,8 @@ rather than counted twice in every replica's median.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import statistics
 import time
@@ -52,6 +57,9 @@ DEFAULT_KEY_PREFIX = "edgecloud:lengths"
 DEFAULT_WINDOW = 100
 # Below this many observations the prior is used: a median of fewer than 3 rejects no outlier.
 MIN_OBSERVATIONS = 3
+# Most observations in one pipeline, and how long the first waits for others (see GatewaySettings.lengths_batch_*).
+BATCH_SIZE = 100
+BATCH_WAIT_S = 0.005
 # How long Redis remembers a pushed observation's id: far above a retry (milliseconds) or the usual outage; an
 # observation applied just before an outage longer than this, whose reply was lost, may count twice.
 PUSH_MARKER_TTL_S = 600
@@ -127,6 +135,8 @@ class OutputLengthEstimator:
         max_tokens_cap: int | None = None,
         timeout_s: float = CALL_TIMEOUT_S,
         retry_interval_s: float = RETRY_INTERVAL_S,
+        batch_size: int = BATCH_SIZE,
+        batch_wait_s: float = BATCH_WAIT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         missing = [service_type.value for service_type in ServiceType if service_type not in priors]
@@ -141,18 +151,24 @@ class OutputLengthEstimator:
             raise ValueError(f"min_observations must be in [1, window={window}], got {min_observations}")
         if max_tokens_cap is not None and max_tokens_cap < 1:
             raise ValueError(f"max_tokens_cap must be at least 1, got {max_tokens_cap}")
+        if batch_size < 1 or batch_wait_s < 0:
+            raise ValueError(
+                f"batch_size must be at least 1 and batch_wait_s not negative, got {batch_size}, {batch_wait_s}"
+            )
         self.redis_url = redis_url
         self.priors = dict(priors)
         self.key_prefix = key_prefix
         self.window = window
         self.min_observations = min_observations
         self.max_tokens_cap = max_tokens_cap
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
         self._redis = RedisGuard(
             "output-length store",
             "estimating from this replica's observations",
             timeout_s,
             retry_interval_s,
-            before=self._flush,
+            before=self._flush_backlog,
             log=logger,
             clock=clock,
         )
@@ -161,6 +177,10 @@ class OutputLengthEstimator:
         # Observations Redis has not confirmed, oldest first, with their ids; the newest window per type.
         self._pending: deque[_Observation] = deque(maxlen=window * len(ServiceType))
         self._push_once: AsyncScript | None = None  # PUSH_ONCE_SCRIPT, registered on the client
+        self._backlog = False  # a push failed: what waits goes ahead of the next call to Redis
+        self._wake = asyncio.Event()
+        self._next_batch: asyncio.Future[None] | None = None  # done when the batch being gathered was pushed
+        self._flusher: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -171,9 +191,18 @@ class OutputLengthEstimator:
         self._client = redis_client(self.redis_url, self._redis.timeout_s)
         client = self._client
         self._push_once = client.register_script(PUSH_ONCE_SCRIPT)
+        self._flusher = asyncio.create_task(self._flush_forever())
         await self._redis.call(lambda: client.ping())
 
     async def close(self) -> None:
+        """Stop the background pushes, after one last try for what waits."""
+        if self._flusher is not None:
+            flusher, self._flusher = self._flusher, None
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._redis.call(self._flush)
+            self._batch_done()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -206,7 +235,30 @@ class OutputLengthEstimator:
         if self._client is None:
             return
         self._pending.append(_Observation(uuid.uuid4().hex, service_type, output_tokens))
-        await self._redis.call(self._flush)  # pushes it, after any that waited; on failure it waits
+        if self._flusher is None:
+            return
+        if self._next_batch is None:
+            self._next_batch = asyncio.get_running_loop().create_future()
+        batch = self._next_batch
+        self._wake.set()
+        await asyncio.shield(batch)  # pushed with the others of its batch, or waiting after a failure
+
+    async def _flush_forever(self) -> None:
+        """Push what was observed, in batches: one pipeline per batch, one batch at a time."""
+        while True:
+            await self._wake.wait()
+            if len(self._pending) < self.batch_size and self.batch_wait_s > 0:
+                await asyncio.sleep(self.batch_wait_s)
+            self._wake.clear()
+            batch, self._next_batch = self._next_batch, None  # what is observed from now on goes in the next
+            try:
+                await self._redis.call(self._flush)
+            finally:
+                _done(batch)
+
+    def _batch_done(self) -> None:
+        batch, self._next_batch = self._next_batch, None
+        _done(batch)
 
     async def _window(self, service_type: ServiceType) -> list[int]:
         """The last ``window`` observations of a type, from Redis if it answers, else from here."""
@@ -220,8 +272,14 @@ class OutputLengthEstimator:
                 return values
         return list(self._local[service_type])
 
+    async def _flush_backlog(self) -> None:
+        """Before any call to Redis after a failed push: what waited goes first (a fresh batch does not: its
+        background push is on its way, and a request's estimate must not wait for it)."""
+        if self._backlog:
+            await self._flush()
+
     async def _flush(self) -> None:
-        """Push the observations Redis has not confirmed, oldest first; on failure they wait again.
+        """Push the observations Redis has not confirmed, oldest first, in one pipeline; on failure they wait.
 
         Each goes with its id, so one whose earlier push Redis applied (its reply lost) is skipped.
         """
@@ -229,15 +287,26 @@ class OutputLengthEstimator:
         waiting = list(self._pending)
         if client is None or push_once is None or not waiting:
             return
-        async with client.pipeline(transaction=False) as pipe:
-            for observation in waiting:
-                keys = [f"{self.key_prefix}:pushed:{observation.id}", self.key(observation.service_type)]
-                await push_once(keys=keys, args=[PUSH_MARKER_TTL_S, self.window, observation.tokens], client=pipe)
-            await pipe.execute()
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for observation in waiting:
+                    keys = [f"{self.key_prefix}:pushed:{observation.id}", self.key(observation.service_type)]
+                    await push_once(keys=keys, args=[PUSH_MARKER_TTL_S, self.window, observation.tokens], client=pipe)
+                await pipe.execute()
+        except BaseException:
+            self._backlog = True
+            raise
+        backlog = self._backlog
         confirmed = {observation.id for observation in waiting}  # what was observed meanwhile stays
         self._pending = deque((o for o in self._pending if o.id not in confirmed), maxlen=self._pending.maxlen)
-        if len(waiting) > 1:
+        self._backlog = False
+        if backlog:
             logger.info("pushed %d output lengths that waited for Redis", len(waiting))
+
+
+def _done(batch: asyncio.Future[None] | None) -> None:
+    if batch is not None and not batch.done():
+        batch.set_result(None)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,14 @@ class GatewayMetrics:
             buckets=DECISION_LATENCY_BUCKETS,
             registry=r,
         )
+        self.decision_memory = Counter(
+            f"{PREFIX}_decision_memory",
+            "Auto decisions by what the gateway's memory did: hit (answered without asking), explore (a remembered "
+            "answer, but the draw asked the decision service to explore), miss (nothing remembered for this x, pool "
+            "version and scorer), off (the pool's version could not be read: not trusted).",
+            ("outcome",),
+            registry=r,
+        )
         self.classifications = Counter(
             f"{PREFIX}_classifications",
             "Service types, by origin: header, metadata or classifier.",

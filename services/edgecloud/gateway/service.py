@@ -101,8 +101,10 @@ class GatewayService:
             {service_type: OUTPUT_TOKENS_PRIOR for service_type in ServiceType},
             timeout_s=settings.redis_timeout_s,
             retry_interval_s=settings.redis_retry_interval_s,
+            batch_size=settings.lengths_batch_size,
+            batch_wait_s=settings.lengths_batch_wait_s,
         )
-        self.decisions = DecisionClient(settings)
+        self.decisions = DecisionClient(settings, metrics)
         self.health = BackendHealth(settings.backend_down_s, probe_s=settings.first_token_timeout_s)
         self.experiences = ExperienceWriter(settings, metrics)
         self.clients = ClientKeys(settings.api_keys, settings.client_keys_file, settings.client_defaults())

@@ -22,7 +22,14 @@ from edgecloud.core.settings import (
     http_url,
     local_url,
 )
-from edgecloud.core.wire import CELL_PATTERN, DEFAULT_CELL, DEFAULT_POLICY, LONGEST_CELL, POLICY_PATTERN
+from edgecloud.core.wire import (
+    CELL_PATTERN,
+    DEFAULT_CELL,
+    DEFAULT_POLICY,
+    LONGEST_CELL,
+    MAX_EXPERIENCE_BATCH,
+    POLICY_PATTERN,
+)
 from edgecloud.gateway.clients import ClientDefaults
 from edgecloud.gateway.quality import DEFAULT_QUALITY_FILE
 
@@ -92,6 +99,17 @@ class GatewaySettings(ServerSettings, RedisClientSettings):
         description="Longest wait for a decision before the gateway applies the fallback rule itself; above the "
         "decision service's own 2 s LLM wait, so its fallback (the pool's good example) normally answers first.",
     )
+    decision_memory: bool = Field(
+        True,
+        description="Answer a decision the decision service gave for the same x, pool version and scorer from the "
+        "gateway's memory, without a round trip (docs/decision.md, 'The gateway's memory'); exploration still "
+        "happens at the service's epsilon. Needs decision_redis_url.",
+    )
+    decision_redis_url: str | None = Field(
+        LOCAL_REDIS_URL,
+        description="The decision service's Redis (its DECISION_REDIS_URL), where the gateway reads the pool's "
+        "version and scorer to know whether a remembered decision still holds; empty: no memory.",
+    )
     decision_api_key: SecretStr | None = Field(
         None, description="The decision service's key (its DECISION_SERVICE_API_KEY), presented on every call."
     )
@@ -155,6 +173,31 @@ class GatewaySettings(ServerSettings, RedisClientSettings):
     experience_queue_size: int = Field(
         10_000, ge=1, description="Experiences waiting to be written while the decision service is slow or down."
     )
+    experience_batch_size: int = Field(
+        MAX_EXPERIENCE_BATCH,
+        ge=1,
+        le=MAX_EXPERIENCE_BATCH,
+        description="Most experiences in one post to the decision service (POST /v1/experiences/batch); the "
+        "largest batch the service takes (core.wire.MAX_EXPERIENCE_BATCH).",
+    )
+    experience_batch_wait_s: float = Field(
+        0.02,
+        ge=0,
+        description="How long the writer gathers experiences after the first one before posting (unless a batch "
+        "fills first). Ours: nothing waits for it but the pool, and 20 ms puts about 20 requests in one post at "
+        "1,000 requests/s.",
+    )
+    lengths_batch_size: int = Field(
+        100,
+        ge=1,
+        description="Most output lengths pushed to Redis in one pipeline; ours: the window of one service type.",
+    )
+    lengths_batch_wait_s: float = Field(
+        0.005,
+        ge=0,
+        description="How long output lengths are gathered before one pipeline pushes them (unless a batch fills "
+        "first). Ours: an estimate sees a length 5 ms later, far less than a request lasts.",
+    )
 
     connect_timeout_s: float = Field(3.0, gt=0, description="Upstream TCP connect timeout.")
     read_timeout_s: float = Field(
@@ -164,7 +207,7 @@ class GatewaySettings(ServerSettings, RedisClientSettings):
     )
     max_upstream_connections: int = Field(1024, ge=1, description="Pooled upstream connections in total.")
 
-    @field_validator("decision_url", "lengths_redis_url", "limits_redis_url")
+    @field_validator("decision_url", "decision_redis_url", "lengths_redis_url", "limits_redis_url")
     @classmethod
     def _empty_is_none(cls, url: str | None) -> str | None:
         return url.rstrip("/") if url else None

@@ -137,6 +137,7 @@ def plan(settings: TestbedSettings, keys: ServiceKeys | None = None) -> list[Man
             "GATEWAY_CLOUD_URL": local_url(settings.cloud_port, "/v1"),
             "GATEWAY_CLOUD_MODEL": settings.cloud_sim_profile,
             "GATEWAY_DECISION_URL": local_url(settings.decision_port),
+            "GATEWAY_DECISION_REDIS_URL": redis_url,
             "GATEWAY_LENGTHS_REDIS_URL": redis_url,
             "GATEWAY_LIMITS_REDIS_URL": redis_url,
             "GATEWAY_DECISION_API_KEY": keys.decision,
