@@ -124,7 +124,7 @@ class IclPolicy(Policy):
         key = CacheKey(self.setup.namespace.prefix, state.key, view.digest, self.setup.model)
         hit = self.setup.cache.get(key)
         if hit is not None:  # the steady state: no task, no timer
-            return hit if hit.source is DecisionSource.FALLBACK else replace(hit, source=DecisionSource.CACHE)
+            return hit if hit.source is DecisionSource.FALLBACK else self._cached(hit, view)
         if self._late is not None and not self._late.done():
             return fallback_decision(state, view.pool_examples, view.pool_version)
         pending = asyncio.ensure_future(self.setup.cache.get_or_compute(key, lambda: self._score(state, view)))
@@ -141,7 +141,13 @@ class IclPolicy(Policy):
             elif not isinstance(error, ScoringError):
                 logger.warning("decision LLM path failed unexpectedly: %s", type(error).__name__)
             return fallback_decision(state, view.pool_examples, view.pool_version)
-        return replace(decision, source=DecisionSource.CACHE) if cached else decision
+        return self._cached(decision, view) if cached else decision
+
+    @staticmethod
+    def _cached(decision: Decision, view: PromptView) -> Decision:
+        """A cached answer for the prompt of ``view``: it holds for the pool version that prompt was built from
+        (another version may show x the same examples), which is the version it is given under."""
+        return replace(decision, source=DecisionSource.CACHE, pool_version=view.pool_version)
 
     async def examples(self) -> tuple[int, Sequence[Experience]]:
         """The pool version and the examples the method selects from."""
