@@ -1,0 +1,409 @@
+"""The gateway's memory of decisions and its batched experiences, against a real decision service and a real Redis.
+
+The decision service runs in this process (its app under uvicorn, on a real port) with a fake LLM (a seam that
+counts its calls) and its real Redis pool; the gateway's ``DecisionClient`` and ``ExperienceWriter`` reach it over
+HTTP and read the pool's version and scorer from the same Redis, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from edgecloud.core.redis_guard import redis_client
+from edgecloud.core.vocabulary import Action, ServiceType
+from edgecloud.core.wire import pool_scorer_key, pool_version_key
+from edgecloud.decision.app import create_app
+from edgecloud.decision.pool import PoolNamespace
+from edgecloud.decision.redis_pool import RedisExperiencePool
+from edgecloud.decision.resilient_pool import ResilientExperiencePool
+from edgecloud.decision.scoring import ScoringError
+from edgecloud.decision.service import DecisionService
+from edgecloud.decision.settings import DecisionSettings
+from edgecloud.gateway.decisions import GATEWAY_FALLBACK, DecisionClient
+from edgecloud.gateway.experiences import ExperienceWriter, ServedRequest
+from edgecloud.gateway.metrics import GatewayMetrics
+from edgecloud.gateway.settings import GatewaySettings, Route
+from edgecloud.testbed.processes import free_port
+from redis_server import RedisServer
+from test_decision_service import FakeScorer
+
+CHAT = ServiceType.CHAT
+# A memory hit is a Redis read and a dict lookup; leave room for a loaded CI machine.
+HIT_S = 0.05
+
+
+@dataclass
+class Decider:
+    """A decision service on a real port, and what a test looks at."""
+
+    url: str
+    service: DecisionService
+    scorer: FakeScorer
+    redis_url: str
+    cell: str
+
+    @property
+    def namespace(self) -> PoolNamespace:
+        return PoolNamespace(self.cell, "icl")
+
+    def decisions_seen(self) -> float:
+        """Decisions the service itself made (every source)."""
+        return sum(sample.value for sample in _samples(self.service.metrics.decisions, "_total"))
+
+    def explorations_seen(self) -> float:
+        return sum(
+            sample.value
+            for sample in _samples(self.service.metrics.decisions, "_total")
+            if sample.labels["source"] == "explore"
+        )
+
+
+def _samples(metric: Any, suffix: str) -> list[Any]:
+    return [sample for family in metric.collect() for sample in family.samples if sample.name.endswith(suffix)]
+
+
+@contextlib.asynccontextmanager
+async def decision_service(redis_url: str, port: int | None = None, **settings: Any) -> AsyncIterator[Decider]:
+    """The decision service's app on a free (or the given) port, over the real Redis pool at ``redis_url``."""
+    port = port or free_port()
+    config = DecisionSettings(
+        **{"redis_url": redis_url, "epsilon": "constant:0", "llm_timeout_s": 0.5, "redis_retry_interval_s": 0.2,
+           **settings}
+    )  # fmt: skip
+    client = redis_client(redis_url, config.redis_timeout_s)
+    pool = ResilientExperiencePool(RedisExperiencePool(client), retry_interval_s=config.redis_retry_interval_s)
+    scorer = FakeScorer()
+    app = create_app(config, pool=pool, scorer=scorer)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "the decision service did not start"
+            await asyncio.sleep(0.01)
+        yield Decider(f"http://127.0.0.1:{port}", app.state.service, scorer, redis_url, "")
+    finally:
+        server.should_exit = True
+        await serving
+        await app.state.service.close()
+        await client.aclose()
+
+
+def gateway_settings(decider: Decider, **settings: Any) -> GatewaySettings:
+    decider.cell = decider.cell or f"t{uuid.uuid4().hex[:12]}"
+    return GatewaySettings(
+        decision_url=decider.url,
+        decision_redis_url=decider.redis_url,
+        cell=decider.cell,
+        decision_timeout_s=2.0,
+        redis_retry_interval_s=0.2,
+        **settings,
+    )
+
+
+@contextlib.asynccontextmanager
+async def decision_client(decider: Decider, **settings: Any) -> AsyncIterator[tuple[DecisionClient, GatewayMetrics]]:
+    metrics = GatewayMetrics()
+    client = DecisionClient(gateway_settings(decider, **settings), metrics)
+    await client.start()
+    try:
+        yield client, metrics
+    finally:
+        await client.close()
+
+
+def memory_count(metrics: GatewayMetrics, outcome: str) -> float:
+    return metrics.decision_memory.labels(outcome)._value.get()
+
+
+async def add_example(decider: Decider, service_type: ServiceType, decision: Action, generation_s: float) -> int:
+    """An experience that changes the pool (a new example): the pool's version moves."""
+    body = {
+        "service_type": service_type.value, "estimated_tokens": 300, "cell": decider.cell, "decision": decision.value,
+        "transmission_s": 0.1, "generation_s": generation_s, "quality_met": True,
+    }  # fmt: skip
+    async with httpx.AsyncClient() as http:
+        answer = (await http.post(f"{decider.url}/v1/experiences", json=body)).json()
+    assert answer["pool_changed"], answer
+    return answer["pool_version"]
+
+
+# --- the memory --------------------------------------------------------------------------------
+
+
+async def test_a_steady_state_decision_is_answered_from_memory(shared_server: RedisServer) -> None:
+    async with decision_service(shared_server.url) as decider, decision_client(decider) as (client, metrics):
+        first = await client.decide(CHAT, 300)
+        assert (first.route, first.source, first.pool_version) == (Route.EDGE, "llm", 0)
+        seen = decider.decisions_seen()
+        for _ in range(20):
+            again = await client.decide(CHAT, 300)
+            assert (again.route, again.source, again.pool_version) == (Route.EDGE, "cache", 0)
+            assert again.latency_s < HIT_S  # the real wait: a Redis read, no round trip to the service
+        assert decider.decisions_seen() == seen  # the decision service was not asked again
+        assert decider.scorer.calls == 1
+        assert memory_count(metrics, "hit") == 20
+        # Another x is not remembered: it is asked (and remembered in turn).
+        other = await client.decide(CHAT, 3000)
+        assert other.source == "llm" and decider.scorer.calls == 2
+        # The hits were steps of the service's exploration schedule: reported with that request.
+        policy = decider.service.policy(decider.namespace)
+        assert policy.setup.exploration.step == 22  # type: ignore[attr-defined]
+        assert client.memory is not None and client.memory.unreported == 0
+
+
+async def test_a_new_pool_version_invalidates_the_memory(shared_server: RedisServer) -> None:
+    async with decision_service(shared_server.url) as decider, decision_client(decider) as (client, _):
+        assert (await client.decide(CHAT, 300)).source == "llm"
+        assert (await client.decide(CHAT, 300)).source == "cache"
+        decider.scorer.preferred = Action.OFFLOAD  # the LLM reads the new pool differently
+        version = await add_example(decider, CHAT, Action.OFFLOAD, 5.0)
+        assert version == 1
+        fresh = await client.decide(CHAT, 300)
+        assert (fresh.route, fresh.source, fresh.pool_version) == (Route.CLOUD, "llm", 1)
+        assert decider.scorer.calls == 2
+        remembered = await client.decide(CHAT, 300)
+        assert (remembered.route, remembered.source, remembered.pool_version) == (Route.CLOUD, "cache", 1)
+        assert decider.scorer.calls == 2
+        # A change anywhere in the pool is a new version: the memory asks again (the service's own cache, keyed by
+        # the exact prompt, may still answer).
+        seen = decider.decisions_seen()
+        await add_example(decider, ServiceType.CODING, Action.OFFLOAD, 6.0)
+        assert (await client.decide(CHAT, 300)).pool_version == 2
+        assert decider.decisions_seen() == seen + 1
+
+
+async def test_answers_of_another_scorer_are_not_used(shared_server: RedisServer) -> None:
+    """A decision service restarted with another model or method announces another scorer fingerprint."""
+    async with decision_service(shared_server.url) as decider, decision_client(decider) as (client, metrics):
+        assert (await client.decide(CHAT, 300)).source == "llm"
+        assert (await client.decide(CHAT, 300)).source == "cache"
+        assert memory_count(metrics, "hit") == 1
+        redis = redis_client(decider.redis_url, 0.5)
+        try:
+            assert await redis.get(pool_scorer_key(decider.cell, "icl"))  # announced by the service
+            await redis.set(pool_scorer_key(decider.cell, "icl"), "another-scorer")
+            seen = decider.decisions_seen()
+            for _ in range(3):
+                await client.decide(CHAT, 300)
+            assert decider.decisions_seen() == seen + 3  # each asked again: what is remembered is the old scorer's
+            assert memory_count(metrics, "hit") == 1
+            off = memory_count(metrics, "off")  # the first decision, before the service announced its scorer
+            await redis.delete(pool_scorer_key(decider.cell, "icl"))  # no scorer announced: nothing is trusted
+            await client.decide(CHAT, 300)
+            assert memory_count(metrics, "off") == off + 1
+        finally:
+            await redis.aclose()
+
+
+async def test_fallbacks_and_explorations_are_not_remembered(shared_server: RedisServer) -> None:
+    async with decision_service(shared_server.url) as decider, decision_client(decider) as (client, _):
+        decider.scorer.failure = ScoringError("connection refused")
+        for _ in range(3):
+            assert (await client.decide(ServiceType.CODING, 300)).source == "fallback"
+        assert decider.scorer.calls == 3  # every one asked the service, which asked its LLM
+        decider.scorer.failure = None
+        decider.scorer.delay_s = 1.0  # slower than the service's 0.5 s LLM timeout: its fallback answers
+        assert (await client.decide(CHAT, 300)).source == "fallback"
+        assert client.memory is not None and len(client.memory) == 0
+        await asyncio.sleep(1.0)  # the late answer filled the service's cache: a scored answer, now remembered
+        assert (await client.decide(CHAT, 300)).source == "cache"
+        assert len(client.memory) == 1
+    exploring = decision_service(shared_server.url, epsilon="constant:1.0")
+    async with exploring as decider, decision_client(decider) as (client, _):
+        answers = [await client.decide(CHAT, 300) for _ in range(10)]
+        assert {answer.source for answer in answers} == {"explore"}
+        assert client.memory is not None and len(client.memory) == 0
+
+
+async def test_exploration_keeps_its_probability_on_memory_hits(shared_server: RedisServer) -> None:
+    """With epsilon 0.2 a fifth of the decisions explore, hits or not, and the service draws every random action."""
+    count, epsilon = 1000, 0.2
+    exploring = decision_service(shared_server.url, epsilon=f"constant:{epsilon}", seed=3)
+    async with exploring as decider, decision_client(decider) as (client, metrics):
+        assert client.memory is not None
+        client.memory.rng.seed(11)
+        answers = [await client.decide(CHAT, 300) for _ in range(count)]
+        last = await client.decide(ServiceType.MATH, 300)  # reports the last hits
+    explored = sum(answer.source == "explore" for answer in answers)
+    spread = 4 * (epsilon * (1 - epsilon) / count) ** 0.5  # four standard deviations of the share
+    assert abs(explored / count - epsilon) < spread, explored
+    assert memory_count(metrics, "hit") > count / 2  # most decisions were hits
+    # Every exploration happened at the service (its audit and metrics see them), and every decision was a
+    # step of its schedule.
+    assert decider.explorations_seen() == explored + (last.source == "explore")
+    policy = decider.service.policy(decider.namespace)
+    assert policy.setup.exploration.step == count + 1  # type: ignore[attr-defined]
+    assert {answer.route for answer in answers if answer.source == "explore"} == {Route.EDGE, Route.CLOUD}
+
+
+async def test_the_memory_is_off_while_the_pools_redis_is_down(own_server: RedisServer) -> None:
+    async with decision_service(own_server.url) as decider, decision_client(decider) as (client, metrics):
+        assert (await client.decide(CHAT, 300)).source == "llm"
+        assert (await client.decide(CHAT, 300)).source == "cache"
+        assert memory_count(metrics, "hit") == 1
+        own_server.kill()
+        seen, off = decider.decisions_seen(), memory_count(metrics, "off")
+        for _ in range(3):
+            answer = await client.decide(CHAT, 300)
+            assert answer.route is Route.EDGE  # the service answers from its own cache and last pool seen
+        assert decider.decisions_seen() == seen + 3  # not from the gateway's memory: its version cannot be read
+        assert memory_count(metrics, "hit") == 1 and memory_count(metrics, "off") == off + 3
+        assert client.memory is not None and not client.memory.available
+        own_server.start()
+        deadline = asyncio.get_running_loop().time() + 10
+        while memory_count(metrics, "hit") == 1:
+            assert asyncio.get_running_loop().time() < deadline, "the memory did not come back with Redis"
+            await asyncio.sleep(0.25)
+            await client.decide(CHAT, 300)
+        assert client.memory.available
+
+
+async def test_the_memory_can_be_turned_off(shared_server: RedisServer) -> None:
+    async with decision_service(shared_server.url) as decider:
+        async with decision_client(decider, decision_memory=False) as (client, _):
+            assert client.memory is None
+            sources = [(await client.decide(CHAT, 300)).source for _ in range(3)]
+        assert sources == ["llm", "cache", "cache"]  # the service's own cache
+        assert decider.decisions_seen() == 3
+
+
+async def test_a_remembered_answer_stands_when_the_service_is_down_for_an_exploration(
+    shared_server: RedisServer,
+) -> None:
+    async with contextlib.AsyncExitStack() as gateway:
+        service = contextlib.AsyncExitStack()
+        decider = await service.enter_async_context(decision_service(shared_server.url, epsilon="constant:0.5"))
+        client, metrics = await gateway.enter_async_context(decision_client(decider))
+        assert client.memory is not None
+        while not len(client.memory):
+            await client.decide(CHAT, 300)
+        await service.aclose()  # the decision service is gone; the pool's Redis still answers
+        client.memory.rng.seed(0)
+        sources = [(await client.decide(CHAT, 300)).source for _ in range(20)]
+    # No exploration can happen without the service: the remembered answer stands, never the gateway's rule.
+    assert set(sources) == {"cache"}
+    assert GATEWAY_FALLBACK not in sources
+    assert memory_count(metrics, "explore") > 0
+
+
+# --- batched experiences -------------------------------------------------------------------------
+
+
+def served(index: int) -> ServedRequest:
+    return ServedRequest(
+        request_id=f"req-{index:04d}", service_type=CHAT, estimated_tokens=300, action=Action.LOCAL, source="llm",
+        generation_s=1.0 + index / 1000, quality_met=True, route="edge", model="m",
+    )  # fmt: skip
+
+
+async def logged_request_ids(redis_url: str, namespace: PoolNamespace) -> list[str]:
+    pool = RedisExperiencePool(redis_client(redis_url, 0.5))
+    try:
+        return [experience.request_id for experience in reversed(await pool.latest(namespace, 10_000))]
+    finally:
+        await pool.aclose()
+
+
+async def wait_until_sent(writer: ExperienceWriter, timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while writer.queued:
+        assert asyncio.get_running_loop().time() < deadline, f"{writer.queued} experiences still wait"
+        await asyncio.sleep(0.05)
+
+
+async def test_batches_keep_the_order_and_lose_nothing_while_the_service_is_down_and_back(
+    shared_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, count = free_port(), 250
+    cell = f"t{uuid.uuid4().hex[:12]}"
+    settings = GatewaySettings(decision_url=f"http://127.0.0.1:{port}", cell=cell, experience_batch_wait_s=0.01)
+    metrics = GatewayMetrics()
+    writer = ExperienceWriter(settings, metrics)
+    monkeypatch.setattr("edgecloud.gateway.experiences.RETRY_INTERVAL_S", 0.2)
+    await writer.start()
+    try:
+        for index in range(count):  # the decision service is not there yet
+            writer.served(served(index), over_the_air=False)
+        await asyncio.sleep(0.5)
+        assert writer.queued == count
+        async with decision_service(shared_server.url, port=port) as decider:
+            batches: list[int] = []
+            record_batch = decider.service.record_batch
+
+            async def counted(batch: Any) -> Any:
+                batches.append(len(batch.experiences))
+                return await record_batch(batch)
+
+            monkeypatch.setattr(decider.service, "record_batch", counted)
+            await wait_until_sent(writer)
+            for index in range(count, count + 30):  # and while it is up
+                writer.served(served(index), over_the_air=False)
+            await wait_until_sent(writer)
+    finally:
+        await writer.close()
+    ids = await logged_request_ids(shared_server.url, PoolNamespace(cell, "icl"))
+    assert ids == [f"req-{index:04d}" for index in range(count + 30)]  # all, once each, in order
+    assert sum(batches) == count + 30 and len(batches) <= 6  # a few posts, not one per request
+    assert max(batches) == settings.experience_batch_size
+    assert metrics.experiences.labels("stored")._value.get() == count + 30
+
+
+async def test_a_batch_whose_reply_was_lost_is_sent_again_and_not_counted_twice(
+    shared_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    cell = f"t{uuid.uuid4().hex[:12]}"
+    settings = GatewaySettings(decision_url=f"http://127.0.0.1:{port}", cell=cell)
+    monkeypatch.setattr("edgecloud.gateway.experiences.RETRY_INTERVAL_S", 0.1)
+    writer = ExperienceWriter(settings, GatewayMetrics())
+    async with decision_service(shared_server.url, port=port) as decider:
+        record_batch, posts = decider.service.record_batch, []
+
+        async def recorded_then_failed(batch: Any) -> Any:
+            answer = await record_batch(batch)
+            posts.append([experience.experience_id for experience in batch.experiences])
+            if len(posts) == 1:
+                raise RuntimeError("the reply is lost after the experiences were recorded")
+            return answer
+
+        monkeypatch.setattr(decider.service, "record_batch", recorded_then_failed)
+        for index in range(5):
+            writer.served(served(index), over_the_air=False)
+        await writer.start()
+        try:
+            await wait_until_sent(writer)
+        finally:
+            await writer.close()
+        duplicates = [
+            sample.value
+            for sample in _samples(decider.service.metrics.experiences, "_total")
+            if sample.labels["outcome"] == "duplicate"
+        ]
+    assert len(posts) == 2 and posts[0] == posts[1]  # the same batch, the same ids
+    assert duplicates == [5.0]
+    ids = await logged_request_ids(shared_server.url, PoolNamespace(cell, "icl"))
+    assert ids == [f"req-{index:04d}" for index in range(5)]
+
+
+async def test_the_pool_version_key_is_the_one_the_decision_service_moves(shared_server: RedisServer) -> None:
+    """The contract: the gateway reads the key the decision service increments (core.wire.pool_version_key)."""
+    async with decision_service(shared_server.url) as decider, decision_client(decider) as (client, _):
+        version = await add_example(decider, CHAT, Action.LOCAL, 3.0)
+        redis = redis_client(decider.redis_url, 0.5)
+        try:
+            assert int(await redis.get(pool_version_key(decider.cell, "icl"))) == version
+        finally:
+            await redis.aclose()
+        await client.decide(CHAT, 300)
+        assert client.memory is not None
+        view = await client.memory.view()
+        assert view is not None and view.version == version
