@@ -5,6 +5,7 @@ while Redis is down and flushes when it is back."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from redis.backoff import NoBackoff
 
 from edgecloud.core.vocabulary import Action, Evaluation, ReplayOutcome, ServiceType, TaskState
 from edgecloud.decision.experience import Experience
-from edgecloud.decision.pool import ExperiencePool, InMemoryExperiencePool, PoolNamespace
+from edgecloud.decision.pool import ExperiencePool, InMemoryExperiencePool, OfferResult, PoolNamespace
 from edgecloud.decision.redis_pool import RedisExperiencePool
 from edgecloud.decision.resilient_pool import UNKNOWN_VERSION, ResilientExperiencePool
 from redis_server import RedisServer
@@ -288,3 +289,37 @@ async def test_resilient_pool_without_any_snapshot_seen(own_server: RedisServer,
         assert (result.outcome, result.version, result.buffered) == (ReplayOutcome.REJECTED_BAD, UNKNOWN_VERSION, True)
         with pytest.raises(redis.ConnectionError):
             await pool.clear(namespace)
+
+
+async def test_an_experience_with_an_id_is_recorded_once(shared_server: RedisServer, namespace: PoolNamespace) -> None:
+    """Offered again (a post whose reply was lost), it changes nothing, and its first result comes back."""
+    memory: InMemoryExperiencePool = InMemoryExperiencePool()
+    async with redis_pool(shared_server) as store:
+        for pool in (store, memory):
+            first = dataclasses.replace(experience(STATES[0], 5.0), experience_id="once")
+            assert await pool.offer(namespace, first) == OfferResult(ReplayOutcome.ADDED, 1)
+            better = dataclasses.replace(experience(STATES[0], 9.0), experience_id="once")  # same id, other content
+            assert await pool.offer(namespace, better) == OfferResult(ReplayOutcome.ADDED, 1, duplicate=True)
+            assert await pool.version(namespace) == 1
+            assert len(await pool.latest(namespace, 10)) == 1  # logged once
+            anonymous = experience(STATES[0], 5.0)  # no id: every offer counts, as before
+            assert (await pool.offer(namespace, anonymous)).outcome is ReplayOutcome.KEPT_EXISTING
+            assert (await pool.offer(namespace, anonymous)).outcome is ReplayOutcome.KEPT_EXISTING
+            assert len(await pool.latest(namespace, 10)) == 3
+
+
+async def test_resilient_pool_buffers_an_experience_once(own_server: RedisServer, namespace: PoolNamespace) -> None:
+    async with redis_pool(own_server) as store:
+        pool = ResilientExperiencePool(store, retry_interval_s=0)
+        await pool.version(namespace)
+        own_server.stop()
+        held = dataclasses.replace(experience(STATES[1], 3.0), experience_id="held")
+        first = await pool.offer(namespace, held)
+        again = await pool.offer(namespace, held)
+        assert first.buffered and not first.duplicate
+        assert again.buffered and again.duplicate and again.outcome == first.outcome
+        assert pool.buffered_count == 1
+        own_server.start()
+        assert await pool.version(namespace) == 1  # flushed once
+        assert (await pool.offer(namespace, held)).duplicate  # and the store knows it now
+        assert len(await store.latest(namespace, 10)) == 1

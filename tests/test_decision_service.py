@@ -7,12 +7,13 @@ real vLLM is in ``test_decision_live.py``.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
 
 from edgecloud.core.vocabulary import Action
-from edgecloud.core.wire import WarmUp
+from edgecloud.core.wire import MAX_EXPERIENCE_BATCH, WarmUp
 from edgecloud.decision.app import create_app
 from edgecloud.decision.pool import InMemoryExperiencePool
 from edgecloud.decision.scoring import ScoreResult, ScoringError, ScoringPath
@@ -283,3 +284,102 @@ async def test_closing_the_service_cancels_the_warm_up_and_closes_its_clients(sc
     await asyncio.sleep(0)  # the warm-up asks the LLM, which does not answer
     await asyncio.wait_for(service.close(), timeout=1.0)
     assert service.warm_up_state == WarmUp.WARMING and scorer.closed and redis_client.closed
+
+
+# --- experiences in batches --------------------------------------------------------------------
+
+
+def batch(*experiences: dict) -> dict:
+    return {"experiences": list(experiences)}
+
+
+async def test_a_batch_is_recorded_in_order_as_single_posts_would_be(client):
+    answer = await client.post(
+        "/v1/experiences/batch",
+        json=batch(EXPERIENCE, {**EXPERIENCE, "generation_s": 40.0}, {**EXPERIENCE, "generation_s": 10.0}),
+    )
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [(r["outcome"], r["pool_version"]) for r in results] == [("added", 1), ("kept_existing", 1), ("replaced", 2)]
+    assert [r["reward"] for r in results] == pytest.approx([30.0 - 0.2 - 28.5, 30.0 - 0.2 - 40.0, 30.0 - 0.2 - 10.0])
+    pool = (await client.get("/v1/pool")).json()
+    assert pool["version"] == 2 and pool["examples"][0]["generation_s"] == 10.0
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (batch(), "experiences"),
+        (batch(*[EXPERIENCE] * (MAX_EXPERIENCE_BATCH + 1)), "experiences"),
+        (batch(EXPERIENCE, {**EXPERIENCE, "generation_s": -1}), "experiences.1.generation_s"),
+        (batch(EXPERIENCE, {**EXPERIENCE, "experience_id": "has spaces"}), "experiences.1.experience_id"),
+        (batch(EXPERIENCE, {**EXPERIENCE, "policy": "astrology"}), "policy"),
+        ({"experiences": EXPERIENCE}, "experiences"),
+        ([EXPERIENCE], None),
+        ({**batch(EXPERIENCE), "extra": 1}, "extra"),
+    ],
+)
+async def test_a_bad_batch_is_an_openai_shaped_400_and_records_nothing(client, body, param):
+    response = await client.post("/v1/experiences/batch", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["message"] and error["type"] == "invalid_request_error"
+    if param is not None:
+        assert error["param"] == param
+    assert (await client.get("/v1/pool")).json()["version"] == 0  # all or nothing
+
+
+async def test_the_largest_batch_fits_the_body_limit(client):
+    longest = {
+        **EXPERIENCE, "service_type": "information_extraction", "estimated_tokens": 999_999, "cell": "c" * 64,
+        "policy": "icl_greedy", "transmission_s": 12345.678901234567, "generation_s": 23456.789012345678,
+        "source": "fallback", "request_id": "r" * 128,
+    }  # fmt: skip
+    body = batch(*[{**longest, "experience_id": f"{index:064d}"} for index in range(MAX_EXPERIENCE_BATCH)])
+    content = json.dumps(body).encode()
+    assert len(content) < DecisionSettings().max_body_bytes
+    response = await client.post("/v1/experiences/batch", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["results"]) == MAX_EXPERIENCE_BATCH
+
+
+async def test_an_experience_sent_again_is_not_counted_twice(client):
+    first = {**EXPERIENCE, "experience_id": "e-1"}
+    recorded = (await client.post("/v1/experiences", json=first)).json()
+    assert (recorded["outcome"], recorded["pool_version"], recorded["duplicate"]) == ("added", 1, False)
+    better = {**EXPERIENCE, "experience_id": "e-2", "generation_s": 5.0}
+    again = (await client.post("/v1/experiences/batch", json=batch(first, better, first))).json()["results"]
+    assert [(r["outcome"], r["duplicate"], r["pool_version"]) for r in again] == [
+        ("added", True, 1), ("replaced", False, 2), ("added", True, 1),
+    ]  # fmt: skip
+    assert not again[0]["pool_changed"]
+    text = (await client.get("/metrics")).text
+    assert 'edgecloud_decision_experiences_total{outcome="duplicate",policy="icl"} 2.0' in text
+    assert 'edgecloud_decision_experiences_total{outcome="added",policy="icl"} 1.0' in text
+
+
+async def test_a_decision_says_whether_it_may_be_remembered(client, scorer):
+    scored = (await client.post("/v1/decisions", json=DECIDE)).json()
+    assert scored["valid_for_version"] and scored["scorer"] and scored["epsilon"] == 0.0
+    cached = (await client.post("/v1/decisions", json=DECIDE)).json()
+    assert cached["source"] == "cache" and cached["valid_for_version"] and cached["scorer"] == scored["scorer"]
+    latest = (await client.post("/v1/decisions", json={**DECIDE, "policy": "icl_latest"})).json()
+    assert latest["source"] == "llm" and not latest["valid_for_version"]  # its prompt changes with every experience
+    baseline = (await client.post("/v1/decisions", json={**DECIDE, "policy": "always_edge"})).json()
+    assert not baseline["valid_for_version"] and baseline["epsilon"] is None
+    scorer.failure = ScoringError("down")
+    fallback = (await client.post("/v1/decisions", json={**DECIDE, "service_type": "chat"})).json()
+    assert fallback["source"] == "fallback" and not fallback["valid_for_version"]
+
+
+async def test_a_callers_draw_decides_exploration_and_remembered_decisions_are_steps(scorer):
+    async with make_client(scorer, epsilon="linear:1.0:0.0:100", seed=1) as client:
+        low = (await client.post("/v1/decisions", json={**DECIDE, "explore_draw": 0.3})).json()
+        assert low["source"] == "explore" and low["epsilon"] == pytest.approx(0.99)
+        # 69 decisions answered from a gateway's memory: epsilon is now 1 - 70/100 = 0.3, and 0.31 is above it.
+        high = (await client.post("/v1/decisions", json={**DECIDE, "explore_draw": 0.31, "remembered": 69})).json()
+        assert high["source"] == "llm" and high["epsilon"] == pytest.approx(0.29)
+        bad = await client.post("/v1/decisions", json={**DECIDE, "explore_draw": 1.0})
+        assert bad.status_code == 400
+        text = (await client.get("/metrics")).text
+        assert 'edgecloud_decision_remembered_decisions_total{policy="icl"} 69.0' in text

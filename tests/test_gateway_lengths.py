@@ -321,3 +321,31 @@ async def test_a_push_whose_reply_was_lost_is_not_counted_twice(
         assert await lengths.estimate(CHAT, None) == LengthEstimate(125, EstimateSource.OBSERVED, 6)
     finally:
         await lengths.close()
+
+
+async def test_observations_are_pushed_in_batches(shared_server: RedisServer, request: pytest.FixtureRequest) -> None:
+    """Fifty requests ending together cost a pipeline or two, not fifty round trips; none lost, none twice."""
+    lengths = estimator(shared_server.url, request.node.name, batch_wait_s=0.05)
+    await lengths.start()
+    client = lengths._client
+    assert client is not None
+    real_pipeline, pipelines = client.pipeline, []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pipelines.append(1)
+        return real_pipeline(*args, **kwargs)
+
+    try:
+        client.pipeline = counted  # type: ignore[method-assign]
+        await asyncio.gather(*(lengths.observe(CHAT, 100 + index) for index in range(50)))
+        assert len(pipelines) <= 2
+        assert await redis_list(shared_server, lengths.key(CHAT)) == [100 + index for index in reversed(range(50))]
+        # An estimate does not push a batch on its way: it never waits for more than its own read.
+        observing = asyncio.ensure_future(lengths.observe(CHAT, 999))
+        await asyncio.sleep(0)
+        estimate, elapsed = await timed(lengths.estimate(CHAT, None))
+        assert estimate.samples == 50 and elapsed < FAST_S
+        await observing
+        assert (await lengths.estimate(CHAT, None)).samples == 51
+    finally:
+        await lengths.close()
