@@ -132,7 +132,10 @@ class DecisionClient:
         """The decision service's answer, or None if it gave none in time; reports the remembered decisions."""
         if self._session is None:
             return None
-        reported = self.memory.unreported if self.memory is not None else 0
+        memory = self.memory
+        reported = memory.unreported if memory is not None else 0
+        if memory is not None:
+            memory.unreported = 0  # taken by this request; concurrent ones report only what comes after
         body = DecisionRequest(
             service_type=service_type,
             estimated_tokens=estimated_tokens,
@@ -148,12 +151,12 @@ class DecisionClient:
                 if response.status == 200:
                     answer = DecisionResponse.model_validate_json(await response.read())
                     self._outage_logged = False
-                    if self.memory is not None:
-                        self.memory.unreported -= reported
                     return answer
                 self._log_outage(f"it answered {response.status}")
         except (TimeoutError, aiohttp.ClientError, ValidationError) as exc:
             self._log_outage(type(exc).__name__)
+        if memory is not None:
+            memory.unreported += reported  # not told: the next request reports them
         return None
 
 
