@@ -93,7 +93,6 @@ class DecisionRequest(TaskFields):
         0,
         ge=0,
         le=MAX_REMEMBERED_REPORT,
-        strict=True,
         description="Decisions the caller answered from its memory since its last request: steps of the "
         "exploration schedule (and of the metrics) the service did not see.",
     )

@@ -91,7 +91,10 @@ class DecisionSettings(ServerSettings, RedisClientSettings):
     cache_entries: int = Field(10_000, ge=1, description="Decision cache size; the keyword grid has 35 states.")
     experience_buffer: int = Field(10_000, ge=1, description="Experiences kept in memory while Redis is down.")
     max_body_bytes: int = Field(
-        64 * 1024, ge=1024, description="Largest request body accepted (413 above); its bodies are under 1 KB."
+        256 * 1024,
+        ge=1024,
+        description="Largest request body accepted (413 above): five times the largest experience batch (100 "
+        "experiences, about 50 KB); a single body is under 1 KB.",
     )
     admin_api_key: SecretStr | None = Field(None, description="Operator key for DELETE /v1/pool; unset disables it.")
     service_api_key: SecretStr | None = Field(
