@@ -18,6 +18,8 @@ import httpx
 import pytest
 import uvicorn
 
+from edgecloud.core.headers import DECISION_LATENCY_MS_HEADER, DECISION_SOURCE_HEADER, ROUTE_HEADER
+from edgecloud.core.protocol import ChatCompletionRequest
 from edgecloud.core.redis_guard import redis_client
 from edgecloud.core.vocabulary import Action, ServiceType
 from edgecloud.core.wire import pool_scorer_key, pool_version_key
@@ -31,10 +33,12 @@ from edgecloud.decision.settings import DecisionSettings
 from edgecloud.gateway.decisions import GATEWAY_FALLBACK, DecisionClient
 from edgecloud.gateway.experiences import ExperienceWriter, ServedRequest
 from edgecloud.gateway.metrics import GatewayMetrics
+from edgecloud.gateway.service import Endpoint, GatewayService, RequestHints
 from edgecloud.gateway.settings import GatewaySettings, Route
 from edgecloud.testbed.processes import free_port
 from redis_server import RedisServer
 from test_decision_service import FakeScorer
+from test_gateway_attempts import COMPLETION, answer, backend
 
 CHAT = ServiceType.CHAT
 # A memory hit is a Redis read and a dict lookup; leave room for a loaded CI machine.
@@ -293,6 +297,31 @@ async def test_a_remembered_answer_stands_when_the_service_is_down_for_an_explor
     assert set(sources) == {"cache"}
     assert GATEWAY_FALLBACK not in sources
     assert memory_count(metrics, "explore") > 0
+
+
+async def test_a_memory_hit_says_cache_and_its_real_wait_in_the_headers(shared_server: RedisServer) -> None:
+    async with (
+        decision_service(shared_server.url) as decider,
+        backend(answer(200, COMPLETION)) as edge_url,
+        backend(answer(200, COMPLETION)) as cloud_url,
+    ):
+        settings = gateway_settings(
+            decider, edge_url=edge_url, cloud_url=cloud_url, classify_prompts=False, lengths_redis_url=None,
+            limits_redis_url=None,
+        )  # fmt: skip
+        gateway = GatewayService(settings, GatewayMetrics())
+        await gateway.start()
+        try:
+            request = ChatCompletionRequest(model="edgecloud-auto", messages=[{"role": "user", "content": "hi"}])
+            hints = RequestHints(service_type="chat")
+            first = (await gateway.generate(Endpoint.CHAT, request, hints)).headers
+            second = (await gateway.generate(Endpoint.CHAT, request, hints)).headers
+        finally:
+            await gateway.close()
+    assert (first[DECISION_SOURCE_HEADER], first[ROUTE_HEADER]) == ("llm", "edge")
+    assert (second[DECISION_SOURCE_HEADER], second[ROUTE_HEADER]) == ("cache", "edge")
+    assert 0 < float(second[DECISION_LATENCY_MS_HEADER]) < HIT_S * 1000
+    assert decider.decisions_seen() == 1
 
 
 # --- batched experiences -------------------------------------------------------------------------
