@@ -105,7 +105,10 @@ class DecisionClient:
                 self.memory.learn(state, answer)
             route = ROUTE_OF_ACTION[answer.decision]
             return RouteDecision(route, answer.source.value, time.perf_counter() - started, answer.pool_version)
-        if remembered is not None:  # the draw asked the service to explore, and it did not answer: memory stands
+        if remembered is not None and self.memory is not None:
+            # The draw asked the service to explore and it did not answer: the remembered answer stands, a step of
+            # the schedule the service has not seen.
+            self.memory.unreported += 1
             return _remembered(remembered, time.perf_counter() - started)
         return RouteDecision(ROUTE_OF_ACTION[rule_action(state)], GATEWAY_FALLBACK, time.perf_counter() - started)
 
