@@ -1,223 +1,504 @@
-"""Gateway overhead: TTFT the gateway adds, and tokens per second it relays, beside direct access.
+"""Gateway overhead beside direct access and LiteLLM: TTFT added, CPU per request of every process on the
+path, tokens per second relayed (issue 14).
 
-Starts the LLM simulator with the ``zero`` latency profile (no TTFT, no TPOT: every cost measured
-is the software's own) and a gateway in front of it, each as its own process on loopback. Then,
-in the same run and alternating, the same closed-loop load goes to the simulator directly and
-through the gateway:
+Starts, in one process tree, the ``--sim`` testbed (``testbed_process.py``: Redis, both simulators, the
+decision service whose LLM is the edge simulator, the gateway, the air interface, each started with the
+environment ``scripts/testbed --sim`` gives it) with both simulators on the ``zero`` latency profile (no
+TTFT, no TPOT: every millisecond measured is software), and LiteLLM's proxy (``litellm_proxy.py``: a
+pinned version in its own venv, default settings, one worker, a master key, no database) with one model
+entry pointing at the edge simulator. The same closed-loop load, the load generator's (its client and
+runner: real prompts of every service type, a fixed number of output tokens, streamed), goes to five
+targets, alternating:
 
-- TTFT phase: at concurrency 1, 32 and 256, short streamed chat completions; TTFT p50/p99 for
-  both paths, and the added TTFT (gateway percentile minus direct percentile).
-- Throughput phase: at concurrency 256, long streamed completions; output tokens per second
-  received by the clients, relayed versus direct.
+- ``direct``: the edge simulator itself;
+- ``pinned``: the gateway with ``x-route: edge`` and ``x-service-type``;
+- ``auto_typed``: the gateway's ``edgecloud-auto`` with ``x-service-type`` (the decision service decides);
+- ``auto_unlabelled``: ``edgecloud-auto`` without a type (the classifier runs, then the decision service);
+- ``litellm``: LiteLLM's proxy.
 
-    .venv/bin/python benchmarks/gateway_overhead.py [--quick] [--out FILE]
+Each round runs every concurrency level (1, 8, 32, 256; short answers: TTFT) for every target, then
+the throughput phase (256 workers, long answers: relayed tokens per second) for every target; the
+order of the targets rotates from round to round, so drift hits every target alike. Reported: TTFT
+p50/p99 (median over rounds) and what each target adds to direct's; the CPU per request (user + system
+time from ``/proc``, every process of each service's process group; its clock ticks every 10 ms, so
+a phase needs some hundred requests for a tenth of a millisecond) of every process; tokens/s. Issue 14's
+targets are printed as met or missed from the unrounded numbers (``gateway_overhead_report.goals``):
+CPU summed over gateway + decision service + Redis, the simulators being the backend's own work (shown
+apart), and a CPU target must hold at every concurrency level (the worst is shown); a target whose
+phases had failed requests is missed.
 
-Bounded: every phase has a fixed request count, and the whole run a time limit.
+Steady state, and what is measured: every target gets warm-up requests first (short and long), so
+connection pools, the classifier, the length estimates and the decision cache are warm (the client
+closes a connection idle for 4 s, before the servers' 5 s do, so a phase after a longer pause opens
+some anew, for every target alike). The decision
+pools (the shared one and the client-choices one that pinned requests feed) are filled before that with
+one Good example per keyword state (decision local, measured delays 0, so reward = T_target): no
+measured experience can beat it, so the pools do not change (their versions are checked around every
+phase) while every request still posts its experience, as in service. That work counts: a gateway
+phase's CPU is read once the decision service has logged the phase's experiences (a Redis stream's
+length, so the wait costs the path nothing; the probes of the gateway's counters and the pools' versions
+come before and after a phase, outside it). The decision LLM is a simulator, which cannot score:
+decisions come from the pool's example (source ``fallback``, then ``cache``; every 60 s the service asks
+the simulator again), as in ``scripts/testbed --sim``. Exploration is off (``DECISION_EPSILON=constant:0``)
+so that every request is served by the one edge simulator, as direct and LiteLLM are; an exploring 10 %
+would go to the cloud simulator, a second process, and flatter the gateway's throughput.
+
+    .venv/bin/python benchmarks/gateway_overhead.py          # 3 rounds: ~20-25 min on 2 cores, most of it LiteLLM
+    .venv/bin/python benchmarks/gateway_overhead.py --quick  # 1 round, few requests: a smoke run (~3 min)
+
+Results: ``benchmarks/results/gateway_overhead.json`` and a markdown table on stdout.
+
+Loopback only; bounded: every phase has a fixed request count, the whole run a time limit; every
+process started is stopped, also on failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import itertools
 import json
 import os
-import statistics
+import secrets
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import aiohttp
+import httpx
+import redis.asyncio as redis
+from gateway_overhead_report import (
+    BACKENDS,
+    GATEWAY_TARGETS,
+    PATHS,
+    PROCESSES,
+    TARGETS,
+    Phase,
+    goals,
+    log_warnings,
+    rows,
+    tables,
+)
+from litellm_proxy import LITELLM_REQUIREMENT, LITELLM_VERSION, ensure_venv, proxy_process
+from testbed_process import ROOT, TestbedProcess, start_testbed
 
-from edgecloud.testbed.processes import ManagedProcess, free_port, http_ok
+from edgecloud.core.headers import ROUTE_HEADER
+from edgecloud.core.settings import AUTO_MODEL
+from edgecloud.core.vocabulary import TOKEN_BIN_EDGES, Action, ServiceType
+from edgecloud.core.wire import (
+    CLIENT_CHOICES_CELL_SUFFIX,
+    DEFAULT_CELL,
+    DEFAULT_POLICY,
+    ExperienceRequest,
+    ExperienceResponse,
+)
+from edgecloud.loadgen.client import Target, check_reachable
+from edgecloud.loadgen.corpus import Corpus, load_corpus
+from edgecloud.loadgen.runner import Point, Runner, target_of
+from edgecloud.loadgen.settings import LoadgenSettings
+from edgecloud.loadgen.workload import Workload
+from edgecloud.testbed.processes import free_port
+from edgecloud.testbed.summary import scrape
 
-MODEL = "zero"
-TTFT_CONCURRENCY = (1, 32, 256)
-TTFT_MAX_TOKENS = 16
+SIM_PROFILE = "zero"  # also the model name both simulators serve (the testbed names a simulator by its profile)
+CONCURRENCY = (1, 8, 32, 256)
+SHORT_TOKENS = 16
 THROUGHPUT_CONCURRENCY = 256
-THROUGHPUT_MAX_TOKENS = 256
-REQUEST_TIMEOUT_S = 120.0
-RUN_LIMIT_S = 900.0
+SEED = 0
+SETTLE_S = 0.3  # after a phase's last answer, before its CPU is read: background work (experiences) runs
+DRAIN_LIMIT_S = 30.0  # longest wait for the gateway's experience queue to empty
+PREFLIGHT_TIMEOUT_S = 10.0
+IDLE_S = 2.0
+# The gateway's counters kept per phase (by label): what its experiences, decisions and classifier did.
+GATEWAY_COUNTERS = tuple(
+    f"edgecloud_gateway_{name}_total{{"
+    for name in ("requests", "retries", "experiences", "decisions", "decision_memory", "classifications")
+)
+CLIENT_KEEPALIVE_S = 4.0  # below uvicorn's 5 s keep-alive timeout
+HEALTHY_LIMIT_S = 90.0  # longest wait for a backend the gateway routes around to be back before a phase
+RUN_LIMIT_S = 3600.0
 
 
-@dataclass
-class RequestResult:
-    ttft_s: float
-    tokens: int
+@dataclass(frozen=True)
+class Sizes:
+    """How much a run sends. Each TTFT phase: max(min_requests, per_worker x concurrency) requests."""
+
+    rounds: int
+    min_requests: int
+    per_worker: int
+    throughput_requests: int  # at THROUGHPUT_CONCURRENCY
+    long_tokens: int  # output tokens of the throughput phase
+    warm_up: int  # requests (and workers) of each warm-up loop, short and long, per target
+
+    def requests(self, concurrency: int) -> int:
+        return max(self.min_requests, self.per_worker * concurrency)
 
 
-@dataclass
-class LevelResult:
-    path: str
-    concurrency: int
-    requests: int
-    ttft_p50_ms: float
-    ttft_p99_ms: float
-    tokens_per_s: float
-    gateway_cpu_ms_per_request: float
+# LiteLLM takes most of the time: on 2 shared cores about 80 ms of CPU per short streamed request, and
+# far more per long one, so the quick run's long answers are shorter (a smoke run, not a result).
+FULL = Sizes(rounds=3, min_requests=200, per_worker=2, throughput_requests=512, long_tokens=256, warm_up=256)
+QUICK = Sizes(rounds=1, min_requests=16, per_worker=1, throughput_requests=256, long_tokens=64, warm_up=32)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+@dataclass(frozen=True)
+class RoutedTarget(Target):
+    """The load generator's target with the route pinned by ``x-route`` (the load generator has no such flag)."""
+
+    route: str = "edge"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), ROUTE_HEADER: self.route}
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+def client_session() -> aiohttp.ClientSession:
+    """The load generator's session (no connection limit, no session timeout), but an idle connection is
+    closed after ``CLIENT_KEEPALIVE_S``: every server here (uvicorn, LiteLLM's too) closes one after 5 s,
+    and a request written on a connection just as the server closes it fails ("Server disconnected")."""
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=CLIENT_KEEPALIVE_S)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
 
 
-async def stream_once(session: aiohttp.ClientSession, url: str, max_tokens: int) -> RequestResult:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "benchmark"}], "max_tokens": max_tokens,
-            "stream": True}  # fmt: skip
-    started = time.perf_counter()
-    first: float | None = None
-    tokens = 0
-    async with session.post(url, json=body) as response:
-        response.raise_for_status()
-        async for line in response.content:
-            if line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
-                tokens += 1
-                if first is None:
-                    first = time.perf_counter()
-    if first is None:
-        raise RuntimeError(f"no tokens from {url}")
-    return RequestResult(first - started, tokens)
+def cpu_by_group(groups: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of every process in each named process group (Linux /proc).
+
+    Each service runs in its own session (``ManagedProcess``), so its group holds what it spawned too.
+    """
+    totals = dict.fromkeys(groups, 0.0)
+    names = {group: name for name, group in groups.items()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        name = names.get(int(fields[2]))
+        if name is not None:
+            totals[name] += (int(fields[11]) + int(fields[12])) / ticks
+    return totals
 
 
-async def closed_loop(url: str, concurrency: int, total: int, max_tokens: int) -> tuple[list[RequestResult], float]:
-    """``concurrency`` workers send ``total`` requests back to back; returns results and wall time."""
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    results: list[RequestResult] = []
-    remaining = [total]
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def worker() -> None:
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                results.append(await stream_once(session, url, max_tokens))
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    return results, wall
+def minus(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
 
 
-async def measure(path: str, url: str, concurrency: int, total: int, max_tokens: int, gateway_pid: int) -> LevelResult:
-    cpu_before = cpu_seconds(gateway_pid)
-    results, wall = await closed_loop(url, concurrency, total, max_tokens)
-    gateway_cpu_ms = (cpu_seconds(gateway_pid) - cpu_before) * 1000 / len(results)
-    ttfts = [r.ttft_s * 1000 for r in results]
-    return LevelResult(
-        path, concurrency, len(results), percentile(ttfts, 50), percentile(ttfts, 99),
-        sum(r.tokens for r in results) / wall, gateway_cpu_ms,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class TargetSpec:
+    base_url: str
+    model: str
+    api_key: str | None = None
+    typed: bool = False  # x-service-type sent (the request's type in the corpus)
+    route: str | None = None  # x-route sent
 
 
-async def run(quick: bool, urls: dict[str, str], gateway_pid: int) -> dict[str, object]:
-    repeats = 1 if quick else 3
-    ttft_rows: list[dict[str, object]] = []
-    for concurrency in TTFT_CONCURRENCY:
-        total = max(100, concurrency * (2 if quick else 4))
-        per_path: dict[str, list[LevelResult]] = {"direct": [], "gateway": []}
-        for _ in range(repeats):
-            for path in ("direct", "gateway"):
-                level = await measure(path, urls[path], concurrency, total, TTFT_MAX_TOKENS, gateway_pid)
-                per_path[path].append(level)
-        direct, relayed = (_merge(per_path[p]) for p in ("direct", "gateway"))
-        ttft_rows.append({
-            "concurrency": concurrency,
-            "direct_p50_ms": direct[0], "direct_p99_ms": direct[1],
-            "gateway_p50_ms": relayed[0], "gateway_p99_ms": relayed[1],
-            "added_p50_ms": relayed[0] - direct[0], "added_p99_ms": relayed[1] - direct[1],
-            "gateway_cpu_ms_per_request": statistics.mean(lv.gateway_cpu_ms_per_request for lv in per_path["gateway"]),
-        })  # fmt: skip
-    throughput: dict[str, list[float]] = {"direct": [], "gateway": []}
-    total = THROUGHPUT_CONCURRENCY * (1 if quick else 3)
-    for _ in range(repeats):
-        for path in ("direct", "gateway"):
-            level = await measure(path, urls[path], THROUGHPUT_CONCURRENCY, total, THROUGHPUT_MAX_TOKENS, gateway_pid)
-            throughput[path].append(level.tokens_per_s)
-    direct_tps = statistics.mean(throughput["direct"])
-    relayed_tps = statistics.mean(throughput["gateway"])
-    return {
-        "ttft": ttft_rows,
-        "throughput": {
-            "concurrency": THROUGHPUT_CONCURRENCY, "max_tokens": THROUGHPUT_MAX_TOKENS,
-            "direct_tokens_per_s": direct_tps, "gateway_tokens_per_s": relayed_tps,
-            "relayed_over_direct": relayed_tps / direct_tps,
-        },
-        "runs": {"direct": throughput["direct"], "gateway": throughput["gateway"]},
-    }  # fmt: skip
+class Bench:
+    """The running processes, a client session per target, and the phases."""
 
+    def __init__(self, testbed: TestbedProcess, litellm_url: str, litellm_key: str, litellm_pid: int):
+        self.testbed = testbed
+        self.litellm_pid = litellm_pid
+        self.corpus: Corpus = load_corpus()
+        self.decision_headers = {"authorization": f"Bearer {testbed.key('DECISION_SERVICE_API_KEY')}"}
+        gateway = f"{testbed.url('gateway')}/v1"
+        self.targets = {
+            "direct": TargetSpec(f"{testbed.url('edge')}/v1", SIM_PROFILE),
+            "pinned": TargetSpec(gateway, SIM_PROFILE, typed=True, route="edge"),
+            "auto_typed": TargetSpec(gateway, AUTO_MODEL, typed=True),
+            "auto_unlabelled": TargetSpec(gateway, AUTO_MODEL),
+            "litellm": TargetSpec(litellm_url, SIM_PROFILE, api_key=litellm_key),
+        }
+        self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self.redis: redis.Redis | None = None
 
-def _merge(levels: list[LevelResult]) -> tuple[float, float]:
-    """Median over repeats of each percentile, so one noisy repeat does not decide the number."""
-    return statistics.median(lv.ttft_p50_ms for lv in levels), statistics.median(lv.ttft_p99_ms for lv in levels)
+    def groups(self) -> dict[str, int]:
+        """Process group of each service (the testbed restarts a dead one under a new pid)."""
+        return {
+            **{name: pid for name, pid in self.testbed.pids.items() if name in PROCESSES},
+            "litellm": self.litellm_pid,
+        }
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each service, and of this process (the load client: off the path, on the cores)."""
+        return {**cpu_by_group(self.groups()), "client": time.process_time()}
 
-def report(result: dict[str, object]) -> str:
-    lines = [
-        "| concurrency | direct TTFT p50 / p99 (ms) | via gateway p50 / p99 (ms) | added p50 / p99 (ms) "
-        "| gateway CPU per request (ms) |",
-        "|---|---|---|---|---|",
-    ]
-    for row in result["ttft"]:  # type: ignore[union-attr]
-        lines.append(
-            f"| {row['concurrency']} | {row['direct_p50_ms']:.2f} / {row['direct_p99_ms']:.2f} "
-            f"| {row['gateway_p50_ms']:.2f} / {row['gateway_p99_ms']:.2f} "
-            f"| {row['added_p50_ms']:.2f} / {row['added_p99_ms']:.2f} | {row['gateway_cpu_ms_per_request']:.3f} |"
+    async def open(self) -> None:
+        self.redis = redis.Redis(port=self.testbed.ports["redis"])
+        for name in TARGETS:
+            self.sessions[name] = client_session()
+            served = await check_reachable(self.sessions[name], self._target(name), PREFLIGHT_TIMEOUT_S)
+            print(f"[bench] {name}: {self.targets[name].base_url} serves {served}", flush=True)
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            await session.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    def _settings(self, name: str, concurrency: int, requests: int, max_tokens: int) -> LoadgenSettings:
+        spec = self.targets[name]
+        return LoadgenSettings(
+            base_url=spec.base_url,
+            model=spec.model,
+            api_key=spec.api_key,
+            concurrency=[concurrency],
+            num_requests=requests,
+            max_tokens=max_tokens,
+            type_hint=spec.typed,
+            seed=SEED,
+            progress=False,
         )
-    tp = result["throughput"]
-    lines += [
-        "",
-        f"Throughput at concurrency {tp['concurrency']} ({tp['max_tokens']} tokens per request): "  # type: ignore[index]
-        f"direct {tp['direct_tokens_per_s']:.0f} tokens/s, via gateway {tp['gateway_tokens_per_s']:.0f} tokens/s, "  # type: ignore[index]
-        f"relayed/direct = {tp['relayed_over_direct']:.1%}",  # type: ignore[index]
-    ]
-    return "\n".join(lines)
+
+    def _target(self, name: str) -> Target:
+        spec = self.targets[name]
+        target = target_of(self._settings(name, 1, 1, SHORT_TOKENS))
+        return RoutedTarget(**dataclasses.asdict(target), route=spec.route) if spec.route else target
+
+    async def load(self, name: str, concurrency: int, requests: int, max_tokens: int) -> tuple[list, float]:
+        """One closed loop of the load generator's: its records and its duration."""
+        settings = self._settings(name, concurrency, requests, max_tokens)
+        runner = Runner(settings, Workload.from_settings(settings, self.corpus), self.sessions[name])
+        runner.target = self._target(name)
+        result = await runner.run_point(Point(concurrency=concurrency))
+        return result.records, result.duration_s
+
+    async def phase(self, name: str, concurrency: int, requests: int, max_tokens: int, round_: int) -> Phase:
+        """One measured closed loop; its CPU is read once its background work is done (``_settled``). The
+        probes of the gateway's counters and the pools' versions come before and after, outside it."""
+        waited = await self._backends_up() if name in GATEWAY_TARGETS else 0.0
+        first = await self._probe() if name in GATEWAY_TARGETS else None
+        logged = await self._experiences_logged()
+        before = self.cpu()
+        records, duration = await self.load(name, concurrency, requests, max_tokens)
+        await self._settled(logged if first is not None else None, sum(record.ok for record in records))
+        cpu = minus(self.cpu(), before)
+        phase = Phase(name, concurrency, max_tokens, round_, records, duration, cpu, waited_for_backend_s=waited)
+        if first is not None:
+            last = await self._probe()
+            phase.pool_changed = last["pool_versions"] != first["pool_versions"]
+            phase.experiences = await self._experiences_logged() - logged
+            phase.counters = {key: value - first["counters"].get(key, 0.0) for key, value in last["counters"].items()}
+        failed = len(records) - len(phase.ok)
+        print(
+            f"[bench] round {round_ + 1} {name:<16} c={concurrency:<3} {max_tokens:>3} tokens: {len(records)} "
+            f"requests in {duration:.1f} s" + (f", {failed} FAILED" if failed else ""),
+            flush=True,
+        )
+        return phase
+
+    async def _settled(self, logged: int | None, served: int) -> None:
+        """Wait for the phase's background work: for the gateway, until the decision service has logged
+        the phase's experiences (or their count stopped moving: requests that post none). Reads Redis only
+        (a stream's length), so the waiting costs the path nothing worth counting."""
+        await asyncio.sleep(SETTLE_S)
+        if logged is None:
+            return
+        deadline, last = time.monotonic() + DRAIN_LIMIT_S, None
+        while time.monotonic() < deadline:
+            now = await self._experiences_logged()
+            if now - logged >= served or now == last:
+                return
+            last = now
+            await asyncio.sleep(SETTLE_S)
+
+    async def _experiences_logged(self) -> int:
+        """Experiences the decision service has recorded in the gateway's pools: the length of each pool's
+        log stream (docs/decision.md; capped near 100,000 entries, far above a run's)."""
+        assert self.redis is not None
+        return sum([int(await self.redis.xlen(f"edgecloud:pool:{cell}:{DEFAULT_POLICY}:log")) for cell in pool_cells()])
+
+    async def _backends_up(self) -> float:
+        """Before a gateway phase: while the gateway routes around a backend that failed in an earlier phase
+        (its circuit breaker), one pinned request a second to each side, as the probe that closes it, so
+        that one phase's failure does not decide the next one's. Returns the seconds waited (reported)."""
+        started, waited = time.monotonic(), False
+        while (await self._probe())["backends_down"] and time.monotonic() - started < HEALTHY_LIMIT_S:
+            waited = True
+            for route in BACKENDS:
+                body = {"model": SIM_PROFILE, "messages": [{"role": "user", "content": "probe"}], "max_tokens": 1}
+                url = f"{self.testbed.url('gateway')}/v1/chat/completions"
+                async with httpx.AsyncClient(timeout=PREFLIGHT_TIMEOUT_S) as http:
+                    await http.post(url, json=body, headers={ROUTE_HEADER: route})
+            await asyncio.sleep(1.0)
+        if not waited:
+            return 0.0
+        seconds = time.monotonic() - started
+        print(f"[bench] waited {seconds:.1f} s for the gateway's backends to be up again", flush=True)
+        return seconds
+
+    async def _probe(self) -> dict[str, Any]:
+        """The gateway's counters and the decision pools' versions."""
+        metrics = await asyncio.to_thread(scrape, f"{self.testbed.url('gateway')}/metrics")
+        async with httpx.AsyncClient(timeout=PREFLIGHT_TIMEOUT_S, headers=self.decision_headers) as http:
+            versions = []
+            for cell in pool_cells():
+                query = {"cell": cell, "policy": DEFAULT_POLICY}
+                response = await http.get(f"{self.testbed.url('decision')}/v1/pool", params=query)
+                versions.append(int(response.raise_for_status().json()["version"]))
+        counters = {key: value for key, value in metrics.items() if key.startswith(GATEWAY_COUNTERS)}
+        down = metrics.get("edgecloud_gateway_backend_down", 0.0)
+        return {"pool_versions": versions, "counters": counters, "backends_down": down}
+
+    async def fill_pools(self) -> Counter[str]:
+        """One Good example per keyword state in the gateway's pools (shared and client choices): local,
+        measured in 0 s, so its reward is T_target and no measured experience can replace it."""
+        lowest_tokens = (1, *(edge + 1 for edge in TOKEN_BIN_EDGES))  # one per bin
+        outcomes: Counter[str] = Counter()
+        headers = {**self.decision_headers, "content-type": "application/json"}
+        async with httpx.AsyncClient(timeout=PREFLIGHT_TIMEOUT_S, headers=headers) as http:
+            for cell, service_type, tokens in itertools.product(pool_cells(), ServiceType, lowest_tokens):
+                body = ExperienceRequest(
+                    service_type=service_type,
+                    estimated_tokens=tokens,
+                    cell=cell,
+                    policy=DEFAULT_POLICY,
+                    decision=Action.LOCAL,
+                    transmission_s=0.0,
+                    generation_s=0.0,
+                    quality_met=True,
+                )
+                response = await http.post(
+                    f"{self.testbed.url('decision')}/v1/experiences", content=body.model_dump_json()
+                )
+                answer = ExperienceResponse.model_validate_json(response.raise_for_status().content)
+                outcomes[f"{answer.outcome.value} (reward {answer.reward:g})"] += 1
+        return outcomes
+
+    async def idle(self) -> dict[str, float]:
+        """CPU milliseconds per second of each process with no load: what a phase carries besides its requests."""
+        before = self.cpu()
+        await asyncio.sleep(IDLE_S)
+        return {name: value * 1000 / IDLE_S for name, value in minus(self.cpu(), before).items()}
+
+
+def pool_cells() -> tuple[str, str]:
+    """The shared pool of the gateway's cell, and the one its clients' own choices feed."""
+    return DEFAULT_CELL, f"{DEFAULT_CELL}{CLIENT_CHOICES_CELL_SUFFIX}"
+
+
+async def run(bench: Bench, sizes: Sizes) -> dict[str, Any]:
+    print(f"[bench] decision pools filled: {dict(await bench.fill_pools())}", flush=True)
+    await bench.open()
+    for name in TARGETS:  # warm-up: connections, classifier, length estimates, decision cache
+        for max_tokens in (SHORT_TOKENS, sizes.long_tokens):
+            await bench.load(name, sizes.warm_up, sizes.warm_up, max_tokens)
+    idle = await bench.idle()
+    phases: list[Phase] = []
+    plan = [(level, sizes.requests(level), SHORT_TOKENS) for level in CONCURRENCY]
+    plan.append((THROUGHPUT_CONCURRENCY, sizes.throughput_requests, sizes.long_tokens))
+    for round_ in range(sizes.rounds):
+        order = TARGETS[round_ % len(TARGETS) :] + TARGETS[: round_ % len(TARGETS)]
+        for concurrency, requests, max_tokens in plan:
+            for name in order:
+                phases.append(await bench.phase(name, concurrency, requests, max_tokens, round_))
+    ttft, throughput = rows(phases, SHORT_TOKENS), rows(phases, sizes.long_tokens)
+    return {
+        "setup": setup(sizes),
+        "idle_cpu_ms_per_s": idle,
+        "ttft": ttft,
+        "throughput": throughput,
+        "goals": goals(ttft, throughput),
+    }
+
+
+def setup(sizes: Sizes) -> dict[str, Any]:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    return {
+        "commit": commit.stdout.strip(),
+        "sizes": dataclasses.asdict(sizes),
+        "concurrency": list(CONCURRENCY),
+        "requests_per_phase": {str(level): sizes.requests(level) for level in CONCURRENCY},
+        "short_tokens": SHORT_TOKENS,
+        "throughput_concurrency": THROUGHPUT_CONCURRENCY,
+        "simulator_profile": SIM_PROFILE,
+        "litellm": LITELLM_REQUIREMENT,
+        "cpus": os.cpu_count(),
+        "paths": {name: list(path) for name, path in PATHS.items()},
+        "cpu": "user + system time of every process in each service's process group (/proc/<pid>/stat), "
+        "read before a phase and once its background work is done, divided by the phase's successful "
+        "requests; for the gateway, read once the decision service has logged the phase's experiences",
+        "proxy_cpu_ms": "sum over the path's processes without the LLM simulators (the backend's own work)",
+        "pool": "filled before the warm-up with one Good example per keyword state (local, reward T_target) in "
+        "the shared and the client-choices pool; exploration off; every request still posts its experience",
+    }
+
+
+def stop_testbed(testbed: TestbedProcess) -> None:
+    """SIGINT (the testbed stops its children); if it hangs, every child's group and the testbed killed."""
+    try:
+        testbed.stop()
+    except subprocess.TimeoutExpired:
+        for pid in testbed.pids.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        testbed.process.kill()
+        testbed.process.wait()
+
+
+def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so that every process started is stopped (``finally``) on SIGTERM too
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one repeat and fewer requests (a smoke run)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gateway_overhead.json"))
+    parser.add_argument("--quick", action="store_true", help="one round and few requests: a smoke run")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="default: benchmarks/results/gateway_overhead.json "
+        "(--quick: gateway_overhead.quick.tmp there, ignored by git)",
+    )
     args = parser.parse_args()
-    logs = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    sim_port, gateway_port = free_port(), free_port()
-    simulator = ManagedProcess(
-        "simulator", [sys.executable, "-m", "edgecloud.llmsim"], logs / "simulator.log",
-        http_ok(f"http://127.0.0.1:{sim_port}/health"),
-        env={"LLMSIM_PORT": str(sim_port), "LLMSIM_PROFILE": MODEL, "LLMSIM_MODEL": MODEL,
-             "LLMSIM_LOG_LEVEL": "warning"},
-    )  # fmt: skip
-    gateway = ManagedProcess(
-        "gateway", [sys.executable, "-m", "edgecloud.gateway"], logs / "gateway.log",
-        http_ok(f"http://127.0.0.1:{gateway_port}/health"),
-        env={"GATEWAY_PORT": str(gateway_port), "GATEWAY_EDGE_URL": f"http://127.0.0.1:{sim_port}/v1",
-             "GATEWAY_EDGE_MODEL": MODEL, "GATEWAY_LOG_LEVEL": "warning"},
-    )  # fmt: skip
-    urls = {
-        "direct": f"http://127.0.0.1:{sim_port}/v1/chat/completions",
-        "gateway": f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
+    results = ROOT / "benchmarks" / "results"
+    out = args.out or results / ("gateway_overhead.quick.tmp" if args.quick else "gateway_overhead.json")
+    state = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    print(f"[bench] litellm {LITELLM_VERSION}; logs in {state}", flush=True)
+    env = {
+        "TESTBED_EDGE_SIM_PROFILE": SIM_PROFILE,
+        "TESTBED_CLOUD_SIM_PROFILE": SIM_PROFILE,
+        "TESTBED_SUMMARY_EVERY_S": "1e9",
+        "DECISION_EPSILON": "constant:0",
     }
+    litellm_key = f"sk-bench-{secrets.token_urlsafe(16)}"
+    litellm_port = free_port()
+    ensure_venv()  # before anything starts: the first run installs LiteLLM
+    testbed = start_testbed(state, "--sim", echo=False, env=env)
+    litellm = None
     try:
-        for process in (simulator, gateway):
-            process.start()
-            process.wait_healthy()
-        assert gateway.popen is not None
-        result = asyncio.run(asyncio.wait_for(run(args.quick, urls, gateway.popen.pid), RUN_LIMIT_S))
+        litellm = proxy_process(litellm_port, f"{testbed.url('edge')}/v1", SIM_PROFILE, litellm_key, state / "logs")
+        litellm.start()
+        litellm.wait_healthy()
+        assert litellm.popen is not None
+        bench = Bench(testbed, f"http://127.0.0.1:{litellm_port}/v1", litellm_key, litellm.popen.pid)
+
+        async def bounded() -> dict[str, Any]:
+            try:
+                return await asyncio.wait_for(run(bench, QUICK if args.quick else FULL), RUN_LIMIT_S)
+            finally:
+                await bench.close()
+
+        result = asyncio.run(bounded())
     finally:
-        gateway.stop()
-        simulator.stop()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(report(result))
-    print(f"\nraw results: {args.out}")
+        if litellm is not None:
+            litellm.stop()
+        stop_testbed(testbed)
+    result["log_warnings"] = log_warnings(state / "logs")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(tables(result))
+    for service, lines in result["log_warnings"].items():
+        print(f"[bench] {service} logged {sum(lines.values())} warnings/errors, e.g. {next(iter(lines))!r}")
+    print(f"\nraw results: {out}")
     return 0
 
 
