@@ -16,15 +16,18 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI, Request
 
 from edgecloud.channel import app as channel_app
 from edgecloud.channel.settings import ChannelSettings
+from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
 from edgecloud.decision import app as decision_app
 from edgecloud.decision.policies.base import live_policy_names
 from edgecloud.decision.pool import InMemoryExperiencePool
 from edgecloud.decision.settings import DecisionSettings
 from edgecloud.gateway import app as gateway_app
+from edgecloud.gateway.relay import UpstreamClient
 from edgecloud.gateway.settings import GatewaySettings
 from edgecloud.llmsim import app as llmsim_app
 from edgecloud.llmsim.settings import LLMSimSettings
@@ -150,3 +153,17 @@ def test_every_service_takes_the_listen_flags(service):
 def test_invalid_settings_end_main_with_the_reason(service):
     with pytest.raises(SystemExit, match=rf"^{service.module.COMMAND_LINE.prog}: invalid settings\n.*\nport\n"):
         service.module.main(["--port", "0"])
+
+
+async def test_pooled_client_connections_are_dropped_before_uvicorn_closes_them() -> None:
+    """A pooled connection reused just as the server closes it fails the request: every client of ours drops
+    idle connections before uvicorn's keep-alive (our services and vLLM) ends them."""
+    assert uvicorn.Config(app=None).timeout_keep_alive > IDLE_CLIENT_CONNECTION_S
+    upstream = UpstreamClient(GatewaySettings())
+    await upstream.start()
+    try:
+        assert upstream._session is not None
+        connector = upstream._session.connector
+        assert connector is not None and connector._keepalive_timeout == IDLE_CLIENT_CONNECTION_S
+    finally:
+        await upstream.close()

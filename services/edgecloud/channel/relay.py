@@ -22,6 +22,7 @@ from edgecloud.channel.metrics import ChannelMetrics
 from edgecloud.channel.pacing import Pacer, release_at
 from edgecloud.channel.settings import ByteAccounting, ChannelSettings
 from edgecloud.core.auth import bearer_headers
+from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
 from edgecloud.core.errors import UpstreamTimeoutError, UpstreamUnavailableError, error_body
 from edgecloud.core.headers import JSON_CONTENT
 from edgecloud.core.sse import DONE_EVENT, SSEEventSplitter, carries_token
@@ -46,7 +47,7 @@ class GatewayClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_CLIENT_CONNECTION_S)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
 
     async def close(self) -> None:

@@ -23,6 +23,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 logger = logging.getLogger(__name__)
 
 LOG_EVERY_S = 10.0  # at most one warning this often about slow or surplus connections
+IDLE_CLIENT_CONNECTION_S = 2.0
+"""How long a pooled client connection may idle before the client drops it: below uvicorn's 5 s keep-alive
+(every service here and vLLM serve on uvicorn), so that a request never goes out on a connection the server
+is closing at that moment (seen: ReadError, ServerDisconnectedError, ClientOSError). aiohttp keeps them 15 s
+by default."""
 
 
 class _GuardedProtocol(HttpToolsProtocol):

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
+
 logger = logging.getLogger(__name__)
 
 # Ours: under the paper's method (the whole pool shown) the first decision after the pool changed prefills a
@@ -21,9 +23,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 120.0
 # Status codes with which an endpoint says it does not offer a path (bad parameter, no such route).
 UNSUPPORTED_STATUS = frozenset({400, 404, 422})
-# Idle connections are dropped after this long: below the 5 s keep-alive of uvicorn (vLLM's server), so a
-# request never goes out on a connection the server is closing at that moment (seen: ReadError).
-KEEPALIVE_EXPIRY_S = 2.0
 # How much of an endpoint's error message goes into an exception.
 ERROR_SNIPPET_CHARS = 200
 
@@ -78,7 +77,7 @@ class OpenAIEndpoint:
             headers=headers,
             timeout=timeout_s,
             transport=transport,
-            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
+            limits=httpx.Limits(keepalive_expiry=IDLE_CLIENT_CONNECTION_S),
         )
 
     async def post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from edgecloud.core.auth import bearer_headers
+from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
 from edgecloud.core.errors import (
     RelayedError,
     ServiceError,
@@ -52,7 +53,11 @@ class UpstreamClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections)
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=self._max_connections,
+            keepalive_timeout=IDLE_CLIENT_CONNECTION_S,
+        )
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
 
     async def close(self) -> None:

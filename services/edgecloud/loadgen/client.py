@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
 from edgecloud.core.headers import (
     BACKEND_MODEL_HEADER,
     DECISION_LATENCY_MS_HEADER,
@@ -53,7 +54,8 @@ class Target:
 
 def new_session() -> aiohttp.ClientSession:
     """No connection limit (aiohttp's default of 100 would cap the load) and no session timeout (per request)."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None))
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_CLIENT_CONNECTION_S)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
 
 
 async def check_reachable(session: aiohttp.ClientSession, target: Target, timeout_s: float) -> list[str]:
