@@ -108,6 +108,7 @@ def gateway_settings(decider: Decider, **settings: Any) -> GatewaySettings:
         decision_redis_url=decider.redis_url,
         cell=decider.cell,
         decision_timeout_s=2.0,
+        redis_timeout_s=0.5,  # a loaded CI machine may take longer than the 50 ms default to connect
         redis_retry_interval_s=0.2,
         **settings,
     )
