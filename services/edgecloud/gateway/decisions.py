@@ -22,6 +22,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from edgecloud.core.auth import bearer_headers
+from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
 from edgecloud.core.headers import JSON_CONTENT
 from edgecloud.core.vocabulary import Action, DecisionSource, ServiceType, TaskState, rule_action
 from edgecloud.core.wire import DecisionRequest, DecisionResponse
@@ -82,7 +83,8 @@ class DecisionClient:
 
     async def start(self) -> None:
         if self.url:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            connector = aiohttp.TCPConnector(keepalive_timeout=IDLE_CLIENT_CONNECTION_S)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         if self.memory is not None:
             await self.memory.start()
 

@@ -32,6 +32,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from edgecloud.core.auth import bearer_headers
+from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
 from edgecloud.core.headers import JSON_CONTENT
 from edgecloud.core.vocabulary import Action, DecisionSource, ServiceType
 from edgecloud.core.wire import (
@@ -101,7 +102,8 @@ class ExperienceWriter:
     async def start(self) -> None:
         if not self.url:
             return
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S))
+        connector = aiohttp.TCPConnector(keepalive_timeout=IDLE_CLIENT_CONNECTION_S)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S))
         self._tasks = [asyncio.create_task(self._post_forever()), asyncio.create_task(self._sweep_forever())]
 
     async def close(self) -> None:
