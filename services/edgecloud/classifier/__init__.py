@@ -1,4 +1,5 @@
-"""Service-type classification of user prompts for the gateway: MiniLM embeddings (numpy) + logistic regression.
+"""Service-type classification of user prompts for the gateway: a static table distilled from MiniLM, word
+indicators and logistic regression, in numpy.
 
 ``PromptClassifier.load()`` once, then ``classify(prompt_text(request))`` per request; see docs/classifier.md.
 """

@@ -287,6 +287,14 @@ class MiniLMEncoder:
         states = self._forward(ids[None, :], None, layers)
         return np.stack([_normalise(state[0].mean(axis=0)) for state in states])
 
+    def hidden_states(self, ids: npt.NDArray[np.int64], layers: Sequence[int]) -> list[Array]:
+        """Hidden states (batch, tokens, hidden) after each of ``layers`` for unpadded rows of equal length.
+
+        What the static table is distilled from (``distill.py``): every vocabulary token alone, as
+        ``[CLS] token [SEP]``.
+        """
+        return self._forward(ids, None, layers)
+
     def pooled_batch(self, texts: list[str], layers: Sequence[int]) -> Array:
         """``pooled`` of many texts, ``BATCH_SIZE`` at a time, padded with a mask: (texts, layers, hidden)."""
         chunks = [self._pooled_padded(texts[i : i + BATCH_SIZE], layers) for i in range(0, len(texts), BATCH_SIZE)]
