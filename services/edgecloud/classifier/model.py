@@ -1,8 +1,8 @@
 """The prompt classifier the gateway calls: static MiniLM features, then a logistic-regression head.
 
 ``PromptClassifier.load()`` once at start-up, then ``classify(text)`` per request: synchronous and cheap
-(0.17 ms at the median, 0.43 ms at p99 over the held-out prompts on one core; a megabyte prompt, cut, up
-to ~1 ms: docs/classifier.md), so the gateway can call it inline. Concurrent calls on one instance are
+(0.13 ms at the median, 0.39 ms at p99 over the held-out prompts on one core; a megabyte prompt, cut, up
+to ~0.8 ms: docs/classifier.md), so the gateway can call it inline. Concurrent calls on one instance are
 safe: nothing is written after loading.
 
 Why static features and not MiniLM itself: the type of a request is carried by a few task words
