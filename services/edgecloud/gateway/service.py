@@ -1,6 +1,6 @@
 """The gateway as a plain library: classify, estimate, decide, forward, relay, measure, learn.
 
-For each request: the service type comes from the client (header or ``metadata``) or the MiniLM
+For each request: the service type comes from the client (header or ``metadata``) or the prompt
 classifier; the output length from ``max_tokens`` or what this type's answers were; the route from
 the client, or for ``edgecloud-auto`` from the decision service (in-context learning, paper
 Sec. III). The chosen backend gets the request as an ``Attempt`` (``attempt.py``); if it fails
@@ -163,7 +163,9 @@ class GatewayService:
             self.metrics.classifications.labels(ServiceType.CHAT.value, "default").inc()
             return ServiceType.CHAT
         text = prompt_text(request)
-        classification = await asyncio.to_thread(self.classifier.classify, text)
+        # Inline, not in a worker thread: the call (0.13 ms p50, 0.39 ms p99, docs/classifier.md) costs less than
+        # the thread hop (0.19 ms p50, 0.97 ms p99, measured).
+        classification = self.classifier.classify(text)
         self.metrics.classifier_latency.observe(classification.latency_s)
         self.metrics.classifications.labels(classification.service_type.value, "classifier").inc()
         return classification.service_type
