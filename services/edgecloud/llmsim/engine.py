@@ -129,6 +129,9 @@ class Engine:
         if request.arrival is not None:
             timing.arrival = request.arrival
         rng = random.Random(request.seed) if request.seed is not None else random.Random(self._rng.getrandbits(64))
+        # The simulator's own work on the request so far (tokenizing, choosing the answer) is part of the profile's
+        # TTFT, as a real server's is of a measured one: the first token is due that much sooner.
+        own_work = clock.now() - timing.arrival
         await self._acquire()
         started = timing.started = clock.now()
         last_release = started
@@ -151,7 +154,7 @@ class Engine:
 
         try:
             instant = self.profile.is_instant
-            deadline = started + model.ttft(rng)
+            deadline = started + max(model.ttft(rng) - own_work, 0.0)
             for index in range(request.output_tokens):
                 if not instant:
                     if index:
