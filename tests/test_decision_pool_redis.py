@@ -323,3 +323,51 @@ async def test_resilient_pool_buffers_an_experience_once(own_server: RedisServer
         assert await pool.version(namespace) == 1  # flushed once
         assert (await pool.offer(namespace, held)).duplicate  # and the store knows it now
         assert len(await store.latest(namespace, 10)) == 1
+
+
+async def test_a_batch_of_offers_agrees_with_offering_one_at_a_time(
+    shared_server: RedisServer, namespace: PoolNamespace
+) -> None:
+    """``offer_many`` (one pipeline) gives each experience the result one ``offer`` after the other gives, across
+    two pools and with an id repeated inside the batch; the batch is one round trip to Redis."""
+    rng = random.Random(14)
+    other = dataclasses.replace(namespace, policy="random")
+    offers = [
+        (
+            rng.choice((namespace, other)),
+            dataclasses.replace(
+                experience(rng.choice(STATES), float(rng.randint(-5, 5)), quality_met=rng.random() > 0.2),
+                experience_id=f"id-{rng.randint(0, 30)}",
+            ),
+        )
+        for _ in range(80)
+    ]
+    memory = InMemoryExperiencePool()
+    expected = [await memory.offer(pool_of, offered) for pool_of, offered in offers]
+    assert any(result.duplicate for result in expected)
+    async with redis_pool(shared_server) as pool:
+        sent: list[object] = []
+        original = pool.client.connection_pool.get_connection
+
+        async def counted(*args: object, **kwargs: object) -> object:
+            sent.append(args)
+            return await original(*args, **kwargs)
+
+        pool.client.connection_pool.get_connection = counted  # type: ignore[method-assign]
+        assert await pool.offer_many(offers) == expected
+        assert len(sent) == 1
+        for pool_of in (namespace, other):
+            assert await pool.snapshot(pool_of) == await memory.snapshot(pool_of)
+
+
+async def test_resilient_pool_buffers_a_batch_while_redis_is_down(own_server: RedisServer, namespace: PoolNamespace) -> None:
+    async with redis_pool(own_server) as store:
+        pool = ResilientExperiencePool(store, retry_interval_s=0)
+        await pool.version(namespace)
+        own_server.stop()
+        batch = [(namespace, experience(STATES[index], 1.0 + index, source=f"batch-{index}")) for index in range(3)]
+        results = await pool.offer_many(batch)
+        assert all(result.buffered for result in results) and pool.buffered_count == 3
+        own_server.start()
+        assert await pool.version(namespace) == 3  # flushed, in order
+        assert [item.source for item in await store.latest(namespace, 3)] == ["batch-2", "batch-1", "batch-0"]

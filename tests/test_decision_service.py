@@ -304,6 +304,28 @@ async def test_a_batch_is_recorded_in_order_as_single_posts_would_be(client):
     assert [r["reward"] for r in results] == pytest.approx([30.0 - 0.2 - 28.5, 30.0 - 0.2 - 40.0, 30.0 - 0.2 - 10.0])
     pool = (await client.get("/v1/pool")).json()
     assert pool["version"] == 2 and pool["examples"][0]["generation_s"] == 10.0
+    metrics = (await client.get("/metrics")).text
+    assert 'edgecloud_decision_pool_size{cell="cell-0",policy="icl"} 1.0' in metrics
+
+
+async def test_the_pool_is_read_for_its_size_only_when_its_version_moved(scorer):
+    """Recording an experience that leaves the pool as it was costs one call to the store, not two."""
+    pool = InMemoryExperiencePool()
+    snapshots = 0
+    original = pool.snapshot
+
+    async def counted(namespace):
+        nonlocal snapshots
+        snapshots += 1
+        return await original(namespace)
+
+    pool.snapshot = counted
+    app = create_app(DecisionSettings(epsilon="constant:0"), pool=pool, scorer=scorer)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://decision") as client:
+        worse = [{**EXPERIENCE, "generation_s": 40.0 + index} for index in range(5)]
+        answer = await client.post("/v1/experiences/batch", json=batch(EXPERIENCE, *worse))
+        assert [r["outcome"] for r in answer.json()["results"]] == ["added"] + ["kept_existing"] * 5
+        assert snapshots == 1
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ post whose reply was lost), it changes nothing and its first result comes back m
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -70,6 +71,10 @@ class ExperiencePool(Protocol):
         """Apply the replay rules to ``experience`` and log it, atomically."""
         ...
 
+    async def offer_many(self, offers: Sequence[tuple[PoolNamespace, Experience]]) -> list[OfferResult]:
+        """``offer`` for each, in order (a store may send them in one round trip)."""
+        ...
+
     async def snapshot(self, namespace: PoolNamespace) -> PoolSnapshot: ...
 
     async def version(self, namespace: PoolNamespace) -> int: ...
@@ -122,6 +127,9 @@ class InMemoryExperiencePool:
             while len(self._recorded) > RECORDED_IDS_KEPT:
                 self._recorded.popitem(last=False)
         return result
+
+    async def offer_many(self, offers: Sequence[tuple[PoolNamespace, Experience]]) -> list[OfferResult]:
+        return [await self.offer(namespace, experience) for namespace, experience in offers]
 
     async def snapshot(self, namespace: PoolNamespace) -> PoolSnapshot:
         pool = self._get(namespace)

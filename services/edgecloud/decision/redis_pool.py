@@ -18,6 +18,7 @@ scorer keys' names are the contract with the gateway (``core.wire.pool_version_k
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
@@ -106,21 +107,33 @@ class RedisExperiencePool:
     async def offer(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
         """Rules 1 and 2 of section III-B, and step 3's Bad for a violated constraint, in one script; an
         experience whose id was recorded before is skipped (its first result, ``duplicate``)."""
-        marker = f"{namespace.prefix}:recorded:{experience.experience_id}"
-        outcome, version, duplicate = await self._offer_script(
-            keys=(*self._keys(namespace), marker),
-            args=(
-                experience.state.key,
-                repr(experience.reward),
-                "1" if experience.quality_met else "0",
-                experience.evaluated(Evaluation.GOOD).to_json(),
-                experience.evaluated(Evaluation.BAD).to_json(),
-                self.log_length,
-                "1" if experience.experience_id else "0",
-                RECORDED_ID_TTL_S,
-            ),
-        )
-        return OfferResult(ReplayOutcome(_text(outcome)), int(version), duplicate=bool(int(duplicate)))
+        return (await self.offer_many([(namespace, experience)]))[0]
+
+    async def offer_many(self, offers: Sequence[tuple[PoolNamespace, Experience]]) -> list[OfferResult]:
+        """``offer`` for each, in order, in one round trip (a pipeline of the script's calls, not a transaction:
+        each call is atomic on its own, as one ``offer`` is)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for namespace, experience in offers:
+                marker = f"{namespace.prefix}:recorded:{experience.experience_id}"
+                await self._offer_script(
+                    keys=(*self._keys(namespace), marker),
+                    args=(
+                        experience.state.key,
+                        repr(experience.reward),
+                        "1" if experience.quality_met else "0",
+                        experience.evaluated(Evaluation.GOOD).to_json(),
+                        experience.evaluated(Evaluation.BAD).to_json(),
+                        self.log_length,
+                        "1" if experience.experience_id else "0",
+                        RECORDED_ID_TTL_S,
+                    ),
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [
+            OfferResult(ReplayOutcome(_text(outcome)), int(version), duplicate=bool(int(duplicate)))
+            for outcome, version, duplicate in replies
+        ]
 
     async def announce(self, namespace: PoolNamespace, scorer: str) -> bool:
         await self.client.set(pool_scorer_key(namespace.cell, namespace.policy), scorer)

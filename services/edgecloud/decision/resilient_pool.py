@@ -29,7 +29,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from edgecloud.core.redis_guard import CALL_TIMEOUT_S, RETRY_INTERVAL_S, RedisGuard
 from edgecloud.decision.experience import Experience
@@ -112,14 +112,18 @@ class ResilientExperiencePool:
             return flushed
 
     async def offer(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
-        # Behind a running flush, an experience waits its turn so that the store sees offers in order.
+        return (await self.offer_many([(namespace, experience)]))[0]
+
+    async def offer_many(self, offers: Sequence[tuple[PoolNamespace, Experience]]) -> list[OfferResult]:
+        # Behind a running flush, experiences wait their turn so that the store sees offers in order.
         if self._flush_lock.locked():
-            return self._hold(namespace, experience)
-        result = await self._store.call(lambda: self.pool.offer(namespace, experience))
-        if result is None:
-            return self._hold(namespace, experience)
-        self._versions[namespace] = result.version
-        return result
+            return [self._hold(namespace, experience) for namespace, experience in offers]
+        results = await self._store.call(lambda: self.pool.offer_many(offers))
+        if results is None:
+            return [self._hold(namespace, experience) for namespace, experience in offers]
+        for (namespace, _), result in zip(offers, results, strict=True):
+            self._versions[namespace] = result.version
+        return results
 
     async def snapshot(self, namespace: PoolNamespace) -> PoolSnapshot:
         snapshot = await self._store.call(lambda: self.pool.snapshot(namespace))

@@ -45,7 +45,7 @@ from edgecloud.decision.policies.base import (
     live_policy_names,
 )
 from edgecloud.decision.policies.icl import IclPolicy, IclSetup, LatestIclPolicy
-from edgecloud.decision.pool import ExperiencePool, PoolNamespace
+from edgecloud.decision.pool import ExperiencePool, OfferResult, PoolNamespace, PoolSnapshot
 from edgecloud.decision.prompt import candidate_completions
 from edgecloud.decision.protocol import ExampleView, PoolResponse, PromptResponse
 from edgecloud.decision.scoring import Scorer, ScoreResult
@@ -85,6 +85,7 @@ class DecisionService:
         self._redis_client = redis_client
         self._warm_up: asyncio.Task[None] | None = None
         self._policies: dict[PoolNamespace, Policy] = {}
+        self._sized_at: dict[PoolNamespace, int] = {}  # the pool version the pool-size gauge was read at
         self._announced: set[PoolNamespace] = set()
 
     async def start(self) -> None:
@@ -180,10 +181,18 @@ class DecisionService:
         )
 
     async def record_batch(self, batch: ExperienceBatch) -> ExperienceBatchResponse:
-        """Record each experience in order; an unknown policy refuses the batch before any is recorded."""
-        for request in batch.experiences:
-            self.policy(PoolNamespace(request.cell, request.policy))
-        return ExperienceBatchResponse(results=[await self.record(request) for request in batch.experiences])
+        """Record each experience in order, the pool reached once for the batch; an unknown policy refuses the
+        batch before any is recorded."""
+        offers = [self._experience(request) for request in batch.experiences]
+        results = await self.pool.offer_many([(namespace, experience) for namespace, experience, _ in offers])
+        return ExperienceBatchResponse(
+            results=[
+                await self._recorded(request, namespace, experience, policy, result)
+                for request, (namespace, experience, policy), result in zip(
+                    batch.experiences, offers, results, strict=True
+                )
+            ]
+        )
 
     async def record(self, request: ExperienceRequest) -> ExperienceResponse:
         """Turn measured delays into the reward of eq. 10, then apply the replay rules to the pool.
@@ -191,6 +200,12 @@ class DecisionService:
         An experience whose ``experience_id`` the pool recorded before changes nothing (the pool, the policy,
         the metrics) and is answered with its first result, ``duplicate: true``.
         """
+        namespace, experience, policy = self._experience(request)
+        result = await self.pool.offer(namespace, experience)
+        return await self._recorded(request, namespace, experience, policy, result)
+
+    def _experience(self, request: ExperienceRequest) -> tuple[PoolNamespace, Experience, Policy]:
+        """The experience a request reports, with its reward (eq. 10), its pool and the pool's policy."""
         namespace = PoolNamespace(request.cell, request.policy)
         policy = self.policy(namespace)
         state = TaskState.of(request.service_type, request.estimated_tokens)
@@ -206,7 +221,18 @@ class DecisionService:
             request_id=request.request_id or "",
             experience_id=request.experience_id or "",
         )
-        result = await self.pool.offer(namespace, experience)
+        return namespace, experience, policy
+
+    async def _recorded(
+        self,
+        request: ExperienceRequest,
+        namespace: PoolNamespace,
+        experience: Experience,
+        policy: Policy,
+        result: OfferResult,
+    ) -> ExperienceResponse:
+        """What the pool did with an experience, learned by its policy and counted; the answer to its sender."""
+        value = experience.reward
         if result.duplicate:
             self.metrics.experiences.labels(request.policy, "duplicate").inc()
             return ExperienceResponse(
@@ -223,8 +249,9 @@ class DecisionService:
         self.metrics.reward.labels(request.policy, request.decision.value).observe(value)
         if not result.buffered:
             self.metrics.pool_version.labels(request.cell, request.policy).set(result.version)
-            snapshot = await self.pool.snapshot(namespace)
-            self.metrics.pool_size.labels(request.cell, request.policy).set(len(snapshot.examples))
+            # The size changes only with the version (this replica's change or another's): read it then.
+            if self._sized_at.get(namespace) != result.version:
+                self._record_size(namespace, await self.pool.snapshot(namespace))
         return ExperienceResponse(
             reward=value,
             evaluation=result.evaluation,
@@ -234,11 +261,16 @@ class DecisionService:
             buffered=result.buffered,
         )
 
+    def _record_size(self, namespace: PoolNamespace, snapshot: PoolSnapshot) -> None:
+        self.metrics.pool_size.labels(namespace.cell, namespace.policy).set(len(snapshot.examples))
+        if not snapshot.stale:
+            self._sized_at[namespace] = snapshot.version
+
     async def pool_view(self, cell: str, policy: str) -> PoolResponse:
         namespace = PoolNamespace(cell, policy)
         self.policy(namespace)
         snapshot = await self.pool.snapshot(namespace)
-        self.metrics.pool_size.labels(cell, policy).set(len(snapshot.examples))
+        self._record_size(namespace, snapshot)
         return PoolResponse(
             cell=cell, policy=policy, version=snapshot.version, examples=[ExampleView.of(e) for e in snapshot.examples]
         )
