@@ -101,6 +101,16 @@ class PayloadTooLargeError(ServiceError):
     error_type = "invalid_request_error"
 
 
+class MethodNotAllowedError(ServiceError):
+    status = HTTPStatus.METHOD_NOT_ALLOWED
+    error_type = "invalid_request_error"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    error_type = "invalid_request_error"
+
+
 class UpstreamUnavailableError(UpstreamError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     error_type = "service_unavailable"
@@ -145,32 +155,35 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return f"Invalid value for '{location}': {first.get('msg', 'invalid request')}."
 
 
+def error_of(exc: Exception) -> tuple[int, ErrorResponse, dict[str, str] | None]:
+    """The status, OpenAI-shaped body and extra headers that answer ``exc``; an unexpected one is logged and is a 500
+    that says nothing of it."""
+    if isinstance(exc, ServiceError):
+        return exc.status, exc.to_response(), exc.headers
+    if isinstance(exc, RequestValidationError):
+        errors = list(exc.errors())
+        body = error_body(_validation_message(errors), "invalid_request_error", param=_validation_param(errors))
+        return HTTPStatus.BAD_REQUEST, body, None
+    if isinstance(exc, StarletteHTTPException):
+        body = error_body(str(exc.detail), _status_error_type(exc.status_code))
+        return exc.status_code, body, getattr(exc, "headers", None)
+    logger.exception("unhandled error", exc_info=exc)
+    body = error_body("The server had an error while processing the request.", "internal_error")
+    return HTTPStatus.INTERNAL_SERVER_ERROR, body, None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error of ``app`` an OpenAI-shaped JSON body with its proper status."""
 
-    @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.to_response(), headers=exc.headers)
+    async def _error(_: Request, exc: Exception) -> JSONResponse:
+        status, body, headers = error_of(exc)
+        return error_response(status, body, headers=headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        body = error_body(_validation_message(errors), "invalid_request_error", param=_validation_param(errors))
-        return error_response(HTTPStatus.BAD_REQUEST, body)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        body = error_body(str(exc.detail), _status_error_type(exc.status_code))
-        return error_response(exc.status_code, body, headers=getattr(exc, "headers", None))
+    for handled in (ServiceError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(handled, _error)
 
     @app.exception_handler(ClientDisconnect)
     async def _client_left(request: Request, _: ClientDisconnect) -> Response:
         """A client that hangs up mid-upload is expected behaviour: one line, no traceback, nobody to answer."""
         logger.info("client disconnected before its request was complete: %s %s", request.method, request.url.path)
         return Response(status_code=HTTPStatus.BAD_REQUEST)
-
-    @app.exception_handler(Exception)
-    async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error", exc_info=exc)
-        body = error_body("The server had an error while processing the request.", "internal_error")
-        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, body)

@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edgecloud.core.errors import error_body, error_response
+from edgecloud.core.errors import PayloadTooLargeError, ServiceError, UnsupportedMediaTypeError, error_response
 
 METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
@@ -25,6 +25,22 @@ def is_json(content_type: str | None) -> bool:
     """``application/json`` or a ``+json`` type, parameters (``charset``) aside."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def too_large(max_body_bytes: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"The request body is larger than {max_body_bytes} bytes.")
+
+
+def refusal(
+    length: str | None, chunked: bool, content_type: str | None, method: str, max_body_bytes: int
+) -> ServiceError | None:
+    """Why a request is refused before its body is read (413: declared too long, 415: not JSON), if it is."""
+    if length is not None and length.isdigit() and int(length) > max_body_bytes:
+        return too_large(max_body_bytes)
+    has_body = (length is not None and length != "0") or chunked
+    if method in METHODS_WITH_BODY and has_body and not is_json(content_type):
+        return UnsupportedMediaTypeError("The request body must be JSON: send 'Content-Type: application/json'.")
+    return None
 
 
 class IngressMiddleware:
@@ -40,19 +56,17 @@ class IngressMiddleware:
             return
         scope.setdefault("state", {})["arrived"] = time.perf_counter()
         headers = Headers(scope=scope)
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._too_large(), scope, receive, send)
-            return
-        has_body = (length is not None and length != "0") or "transfer-encoding" in headers
-        if scope["method"] in METHODS_WITH_BODY and has_body and not is_json(headers.get("content-type")):
-            message = "The request body must be JSON: send 'Content-Type: application/json'."
-            await self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, message, scope, receive, send)
+        refused = refusal(
+            headers.get("content-length"),
+            "transfer-encoding" in headers,
+            headers.get("content-type"),
+            scope["method"],
+            self.max_body_bytes,
+        )
+        if refused is not None:
+            await error_response(refused.status, refused.to_response())(scope, receive, send)
             return
         await self.app(scope, self._bounded(receive), send)
-
-    def _too_large(self) -> str:
-        return f"The request body is larger than {self.max_body_bytes} bytes."
 
     def _bounded(self, receive: Receive) -> Receive:
         """``receive`` that raises 413 as soon as the body read so far passes the limit."""
@@ -64,11 +78,8 @@ class IngressMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise HTTPException(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail=self._too_large())
+                    # An HTTPException, which FastAPI's body parsing lets through (it makes any other error a 400).
+                    raise HTTPException(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, too_large(self.max_body_bytes).message)
             return message
 
         return bounded_receive
-
-    @staticmethod
-    async def _refuse(status: HTTPStatus, message: str, scope: Scope, receive: Receive, send: Send) -> None:
-        await error_response(status, error_body(message, "invalid_request_error"))(scope, receive, send)

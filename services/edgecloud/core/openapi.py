@@ -35,6 +35,15 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+def _hot_operation(path: str) -> dict[str, Any]:
+    """What FastAPI would write for ``POST path`` (``/v1/chat/completions``: summary ``Chat Completions``)."""
+    return {
+        "summary": path.rsplit("/v1/", 1)[-1].replace("/", " ").replace("_", " ").title(),
+        "operationId": path.strip("/").replace("/", "_") + "_post",
+        "responses": {"200": {"description": "The answer", "content": _json({})}},
+    }
+
+
 def install_openapi(
     app: FastAPI,
     request_bodies: Mapping[str, type[BaseModel]] | None = None,
@@ -53,7 +62,9 @@ def install_openapi(
         components = document.setdefault("components", {}).setdefault("schemas", {})
         for path, model in (request_bodies or {}).items():
             body = {"required": True, "content": _json(_add_component(components, model))}
-            document["paths"][path]["post"]["requestBody"] = body
+            # A hot route (``core.hot_routes``) is no FastAPI route: its operation is written here.
+            operation = document["paths"].setdefault(path, {}).setdefault("post", _hot_operation(path))
+            operation["requestBody"] = body
         error = {
             "description": "An error, in the OpenAI shape",
             "content": _json(_add_component(components, ErrorResponse)),

@@ -21,6 +21,7 @@ from pydantic_settings import SettingsError
 
 from edgecloud.core.connections import guarded_protocol
 from edgecloud.core.errors import install_error_handlers
+from edgecloud.core.hot_routes import ServiceApp
 from edgecloud.core.ingress import IngressMiddleware
 from edgecloud.core.metrics import metrics_response
 from edgecloud.core.settings import ServerSettings
@@ -49,11 +50,11 @@ def service_app(
     service: AppService,
     settings: ServerSettings,
     health_fields: Callable[[], Mapping[str, Any]] | None = None,
-) -> FastAPI:
-    """A FastAPI app that starts and closes ``service`` with itself (``app.state.service``), answers every
-    error in the OpenAI shape, stamps arrivals, refuses bodies over ``settings.max_body_bytes``, and serves
-    ``GET /health`` (public; with ``health_fields``, the service's own) and ``GET /metrics`` (the service's
-    registry, behind ``settings.metrics_api_key`` if set)."""
+) -> ServiceApp:
+    """A FastAPI app (a ``ServiceApp``: its ``hot_routes`` skip the middleware stack) that starts and closes
+    ``service`` with itself (``app.state.service``), answers every error in the OpenAI shape, stamps arrivals,
+    refuses bodies over ``settings.max_body_bytes``, and serves ``GET /health`` (public; with ``health_fields``, the
+    service's own) and ``GET /metrics`` (the service's registry, behind ``settings.metrics_api_key`` if set)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -61,7 +62,7 @@ def service_app(
         yield
         await service.close()
 
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app = ServiceApp(title=title, version="0.1.0", lifespan=lifespan, max_body_bytes=settings.max_body_bytes)
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(IngressMiddleware, max_body_bytes=settings.max_body_bytes)

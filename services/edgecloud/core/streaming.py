@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncGenerator
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from edgecloud.core.sse import SSE_MEDIA_TYPE
 
@@ -35,22 +35,29 @@ class WatchedStreamingResponse(Response):
         self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        relay = asyncio.current_task()
-        assert relay is not None
-        client_left = asyncio.Event()
-        watcher = asyncio.create_task(_cancel_on_disconnect(receive, relay, client_left))
-        try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            async for event in self.events:
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not client_left.is_set():
-                raise
-            relay.uncancel()
-        finally:
-            watcher.cancel()
-            await self.events.aclose()
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        await send_events(self.events, start, receive, send)
+
+
+async def send_events(events: AsyncGenerator[bytes, None], start: Message, receive: Receive, send: Send) -> None:
+    """Send ``start``, then each event as it comes; if the client leaves, the sending task is cancelled (and so the
+    relay: the backend stops at once) and the events are closed."""
+    relay = asyncio.current_task()
+    assert relay is not None
+    client_left = asyncio.Event()
+    watcher = asyncio.create_task(_cancel_on_disconnect(receive, relay, client_left))
+    try:
+        await send(start)
+        async for event in events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not client_left.is_set():
+            raise
+        relay.uncancel()
+    finally:
+        watcher.cancel()
+        await events.aclose()
 
 
 async def _cancel_on_disconnect(receive: Receive, relay: asyncio.Task[None], client_left: asyncio.Event) -> None:

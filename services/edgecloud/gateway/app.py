@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated
 
-from fastapi import FastAPI, Header, Request
+from fastapi import Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -17,10 +17,10 @@ from edgecloud.core.headers import (
     ROUTE_HEADER,
     SERVICE_TYPE_HEADER,
 )
+from edgecloud.core.hot_routes import HotHandler, HotRequest, HotResponse, ServiceApp
 from edgecloud.core.openapi import install_openapi
 from edgecloud.core.protocol import GENERATION_REQUESTS, ChatCompletionRequest, CompletionRequest, ModelList
 from edgecloud.core.server import CommandLine, serve, service_app
-from edgecloud.core.streaming import WatchedStreamingResponse
 from edgecloud.core.wire import AirReport
 from edgecloud.gateway.metrics import GatewayMetrics
 from edgecloud.gateway.service import Endpoint, GatewayService, Relay, RequestHints
@@ -31,22 +31,21 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 COMMAND_LINE = CommandLine(GatewaySettings, "edgecloud-gateway", "OpenAI-compatible edge-cloud gateway")
 
 
-def _to_response(relay: Relay) -> Response:
+def _to_response(relay: Relay) -> HotResponse:
     if relay.stream is not None:
-        return WatchedStreamingResponse(relay.stream, headers={**STREAM_HEADERS, **relay.headers})
-    return Response(relay.body, media_type="application/json", headers=relay.headers)
+        return HotResponse({**STREAM_HEADERS, **relay.headers}, stream=relay.stream)
+    return HotResponse(relay.headers, body=relay.body)
 
 
-async def _parse(raw: Request, model: GenerationRequestModel) -> ChatCompletionRequest | CompletionRequest:
+def _parse(body: bytes, model: GenerationRequestModel) -> ChatCompletionRequest | CompletionRequest:
     """Validate the body straight from bytes (pydantic's JSON parser), errors as FastAPI's own."""
     try:
-        return model.model_validate_json(await raw.body())
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
-def _hints(raw: Request) -> RequestHints:
-    headers = raw.headers
+def _hints(headers: Mapping[str, str]) -> RequestHints:
     return RequestHints(
         route=headers.get(ROUTE_HEADER),
         request_id=headers.get(REQUEST_ID_HEADER),
@@ -56,29 +55,24 @@ def _hints(raw: Request) -> RequestHints:
     )
 
 
-def create_app(settings: GatewaySettings) -> FastAPI:
+def create_app(settings: GatewaySettings) -> ServiceApp:
     service = GatewayService(settings, GatewayMetrics())
     app = service_app("edgecloud gateway", service, settings)
 
-    async def _generate(
-        raw: Request, endpoint: Endpoint, model: type[ChatCompletionRequest | CompletionRequest]
-    ) -> Response:
-        gateway: GatewayService = raw.app.state.service
-        client = gateway.authorize(raw.headers.get("authorization"))
-        request = await _parse(raw, model)
-        relay = await gateway.generate(endpoint, request, _hints(raw), arrived=raw.state.arrived, client=client)
-        return _to_response(relay)
+    def generation(endpoint: Endpoint, model: GenerationRequestModel) -> HotHandler:
+        async def generate(request: HotRequest) -> HotResponse:
+            client = service.authorize(request.headers.get("authorization"))
+            parsed = _parse(request.body, model)
+            hints = _hints(request.headers)
+            return _to_response(await service.generate(endpoint, parsed, hints, arrived=request.arrived, client=client))
 
-    # Bodies are parsed in the handler rather than declared as parameters: FastAPI's dependency
-    # machinery cost about 8% of the gateway's CPU per request (BENCHMARKS.md). The schemas stay in
+        return generate
+
+    # The two endpoints that carry the traffic are hot routes (core.hot_routes): no FastAPI routing or middleware
+    # stack, which cost about a quarter of the gateway's CPU per request (BENCHMARKS.md). Their schemas are in
     # the OpenAPI document through ``install_openapi``.
-    @app.post("/v1/chat/completions")
-    async def chat_completions(raw: Request) -> Response:
-        return await _generate(raw, Endpoint.CHAT, ChatCompletionRequest)
-
-    @app.post("/v1/completions")
-    async def completions(raw: Request) -> Response:
-        return await _generate(raw, Endpoint.COMPLETIONS, CompletionRequest)
+    app.hot_routes["/v1/chat/completions"] = generation(Endpoint.CHAT, ChatCompletionRequest)
+    app.hot_routes["/v1/completions"] = generation(Endpoint.COMPLETIONS, CompletionRequest)
 
     @app.post("/v1/air-reports", status_code=204)
     async def air_report(raw: Request, report: AirReport) -> Response:
