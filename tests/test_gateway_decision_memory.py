@@ -30,6 +30,7 @@ from edgecloud.decision.resilient_pool import ResilientExperiencePool
 from edgecloud.decision.scoring import ScoringError
 from edgecloud.decision.service import DecisionService
 from edgecloud.decision.settings import DecisionSettings
+from edgecloud.gateway.decision_memory import DecisionMemory
 from edgecloud.gateway.decisions import GATEWAY_FALLBACK, DecisionClient
 from edgecloud.gateway.experiences import ExperienceWriter, ServedRequest
 from edgecloud.gateway.metrics import GatewayMetrics
@@ -437,3 +438,37 @@ async def test_the_pool_version_key_is_the_one_the_decision_service_moves(shared
         assert client.memory is not None
         view = await client.memory.view()
         assert view is not None and view.version == version
+
+
+async def test_decisions_in_flight_together_share_one_version_read(shared_server: RedisServer) -> None:
+    """Under load one MGET answers every decision that needs the view meanwhile; a decision whose client left (its
+    task cancelled) does not cancel the read the others wait for."""
+    cell = f"share-{uuid.uuid4().hex[:8]}"
+    async with redis_client(shared_server.url, 1.0) as redis:
+        await redis.mset({pool_version_key(cell, "icl"): 4, pool_scorer_key(cell, "icl"): "scorer-a"})
+    memory = DecisionMemory(shared_server.url, cell, "icl", timeout_s=1.0, retry_interval_s=5.0)
+    await memory.start()
+    try:
+        assert memory._client is not None
+        reads = 0
+        mget = memory._client.mget
+
+        async def counted_mget(*args: Any, **kwargs: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            await asyncio.sleep(0.05)  # a read slow enough for the others to arrive during it
+            return await mget(*args, **kwargs)
+
+        memory._client.mget = counted_mget  # type: ignore[method-assign]
+        leaving = asyncio.create_task(memory.view())
+        staying = [asyncio.create_task(memory.view()) for _ in range(20)]
+        await asyncio.sleep(0.01)
+        leaving.cancel()
+        views = await asyncio.gather(*staying)
+        assert reads == 1 and leaving.cancelled()
+        assert {(view.version, view.scorer) for view in views if view is not None} == {(4, "scorer-a")}
+        assert all(view is not None for view in views)
+        await memory.view()  # the read is over: the next decision reads anew
+        assert reads == 2
+    finally:
+        await memory.close()

@@ -8,8 +8,11 @@ the scorer (model, method, scoring path: a fingerprint the service announces) ch
 such answers under (cell, policy, x = (service type, token bin), pool version, scorer), and for each
 decision reads the pool's current version and scorer from the decision service's Redis
 (``core.wire.pool_version_key`` and ``pool_scorer_key``: one MGET, through ``RedisGuard`` with the gateway's
-short Redis budget). Nothing is trusted without that read: while that Redis does not answer, or no scorer is
-announced, every decision goes to the service.
+short Redis budget). Decisions that need the view while a read is on its way share that read: under load one
+MGET answers many requests, each with a view at most one round trip older than its arrival (as any read is by
+the time its answer is used). Nothing is trusted
+without such a read: while that Redis does not answer, or no scorer is announced, every decision goes to the
+service.
 
 Exploration keeps the service's probability: on a hit the gateway draws u ~ U(0, 1); if u is below the
 epsilon of the service's last answer it asks the service with that draw (``DecisionRequest.explore_draw``)
@@ -20,6 +23,7 @@ reported with the next request (``DecisionRequest.remembered``), a step of the s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -72,6 +76,7 @@ class DecisionMemory:
         self._client: aioredis.Redis | None = None
         self._entries: OrderedDict[tuple[int, str, TaskState], Action] = OrderedDict()
         self._current: PoolView | None = None
+        self._reading: asyncio.Future[PoolView | None] | None = None  # the version read on its way, shared
         self.rng = rng or random.Random()
         self.epsilon: float | None = None
         """The epsilon of the service's last answer (its next decision's); None before one."""
@@ -94,6 +99,16 @@ class DecisionMemory:
 
     async def view(self) -> PoolView | None:
         """The pool's version and scorer now; None when they cannot be read (the memory is then not trusted)."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read())
+            self._reading.add_done_callback(self._read_done)
+        # Shielded: a caller that is cancelled (its client left) does not cancel the others' read.
+        return await asyncio.shield(self._reading)
+
+    def _read_done(self, _: asyncio.Future[PoolView | None]) -> None:
+        self._reading = None
+
+    async def _read(self) -> PoolView | None:
         client = self._client
         if client is None:
             return None
