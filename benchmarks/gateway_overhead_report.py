@@ -145,7 +145,15 @@ def goals(ttft: list[dict[str, Any]], throughput: list[dict[str, Any]]) -> list[
         judge(goal, measure(worst), limit, "ms", note, (name,))
     row = next(row for row in of("pinned") if row["concurrency"] == TTFT_LEVEL)
     goal = f"pinned + typed: added TTFT p99 at concurrency {TTFT_LEVEL} ≤ 5 ms"
-    judge(goal, row["added_p99_ms"], 5.0, "ms", f"p50 {row['added_p50_ms']:.2f} ms", ("pinned", "direct"))
+    added, note = row["added_p99_ms"], f"p50 {row['added_p50_ms']:.2f} ms"
+    if added < row["added_p50_ms"]:
+        # Direct's p99 above the gateway's (an outlier of direct's tail): no p99 added can be read, so the p50
+        # added, a floor of any p99 added, is judged instead.
+        added, note = (
+            row["added_p50_ms"],
+            f"p99 added {row['added_p99_ms']:.2f} ms (direct's tail above the gateway's): judged on p50",
+        )
+    judge(goal, added, 5.0, "ms", note, ("pinned", "direct"))
     row = next(row for row in throughput if row["target"] == "auto_unlabelled")
     goal = f"auto, unlabelled: relayed tokens/s ≥ 90 % of direct's at concurrency {row['concurrency']}"
     note = f"{row['tokens_per_s']:,.0f} tokens/s"
