@@ -360,7 +360,9 @@ async def test_a_batch_of_offers_agrees_with_offering_one_at_a_time(
             assert await pool.snapshot(pool_of) == await memory.snapshot(pool_of)
 
 
-async def test_resilient_pool_buffers_a_batch_while_redis_is_down(own_server: RedisServer, namespace: PoolNamespace) -> None:
+async def test_resilient_pool_buffers_a_batch_while_redis_is_down(
+    own_server: RedisServer, namespace: PoolNamespace
+) -> None:
     async with redis_pool(own_server) as store:
         pool = ResilientExperiencePool(store, retry_interval_s=0)
         await pool.version(namespace)
