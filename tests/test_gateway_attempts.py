@@ -23,7 +23,7 @@ from edgecloud.core.vocabulary import ServiceType
 from edgecloud.gateway.clients import ClientKey
 from edgecloud.gateway.experiences import ServedRequest
 from edgecloud.gateway.metrics import GatewayMetrics
-from edgecloud.gateway.relay import Outcome
+from edgecloud.gateway.relay import END_OF_BODY_WAIT_S, Outcome
 from edgecloud.gateway.service import Endpoint, GatewayService, RequestHints
 from edgecloud.gateway.settings import GatewaySettings
 from edgecloud.testbed.processes import free_port
@@ -65,7 +65,8 @@ def answer(status: int, body: dict[str, Any], length: int | None = None) -> Repl
 
 
 def streamed(*events: bytes, then: str = "end") -> Reply:
-    """A chunked SSE answer of ``events``; ``then`` is "end" (the last chunk), "cut" or "silence"."""
+    """A chunked SSE answer of ``events``; ``then`` is "end" (the last chunk), "cut", "silence" or "open" (nothing
+    more yet: the caller goes on)."""
 
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -303,3 +304,67 @@ async def test_a_retry_on_the_other_side_ends_each_attempt_once() -> None:
         assert spies.outcomes == [("edge", Outcome.UPSTREAM_ERROR), ("cloud", Outcome.SUCCESS)]
         assert len(spies.spent) == 2 and [served.source for served in spies.experiences] == ["retry"]
         assert relay.headers[RETRIED_FROM_HEADER] == "edge"
+
+
+@contextlib.asynccontextmanager
+async def keep_alive_backend(reply: Reply) -> AsyncIterator[tuple[str, list[int]]]:
+    """A backend that keeps each connection open for further requests; the list counts its connections."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                await reply(reader, writer)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", connections
+    finally:
+        server.close()
+
+
+async def test_streamed_answers_read_to_their_end_reuse_the_backend_connection() -> None:
+    """A stream ended by [DONE] and the chunked encoding's last chunk gives its connection back to the pool: before,
+    every streamed answer closed it, and each request paid a TCP handshake on both sides."""
+    async with (
+        keep_alive_backend(end_after_done()) as (url, connections),
+        gateway(url) as (service, _),
+    ):
+        for _ in range(3):
+            relay = await ask(service, stream=True)
+            assert (await read_all(relay.stream)).endswith(DONE)
+        assert len(connections) == 1
+
+
+def end_after_done(*after: bytes) -> Reply:
+    """[DONE], then in a later write (as uvicorn sends it) the events ``after`` and the body's last chunk."""
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await streamed(ROLE, TOKEN, USAGE, DONE, then="open")(reader, writer)
+        await asyncio.sleep(0.05)
+        writer.write(b"".join(b"%x\r\n%s\r\n" % (len(event), event) for event in after) + b"0\r\n\r\n")
+
+    return reply
+
+
+@pytest.mark.parametrize(("then", "connections_used"), [("silence", 2), ("more", 1)])
+async def test_after_done_the_end_of_the_body_is_awaited_a_bounded_time(then: str, connections_used: int) -> None:
+    """A backend whose body does not end after [DONE] loses its connection and the client's answer still ends (with
+    [DONE]) within the bound; one that sends more and then ends its body keeps it (the framing is intact)."""
+    reply = streamed(ROLE, TOKEN, DONE, then="silence") if then == "silence" else end_after_done(TOKEN)
+    async with keep_alive_backend(reply) as (url, connections), gateway(url) as (service, spies):
+        started = asyncio.get_running_loop().time()
+        relay = await ask(service, stream=True)
+        assert (await read_all(relay.stream)).endswith(DONE)
+        assert asyncio.get_running_loop().time() - started < END_OF_BODY_WAIT_S + 1.0
+        await settle()
+        assert_ended_once(service, spies, Outcome.SUCCESS)
+        relay = await ask(service, stream=True)
+        await read_all(relay.stream)
+        assert len(connections) == connections_used
