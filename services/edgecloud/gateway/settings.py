@@ -181,11 +181,12 @@ class GatewaySettings(ServerSettings, RedisClientSettings):
         "largest batch the service takes (core.wire.MAX_EXPERIENCE_BATCH).",
     )
     experience_batch_wait_s: float = Field(
-        0.02,
+        0.2,
         ge=0,
         description="How long the writer gathers experiences after the first one before posting (unless a batch "
-        "fills first). Ours: nothing waits for it but the pool, and 20 ms puts about 20 requests in one post at "
-        "1,000 requests/s.",
+        "fills first). Ours: nothing waits for it but the pool, which learns over hundreds of requests; at 20 ms a "
+        "post carried 2-3 experiences at 150 requests/s and the decision service spent about 1 ms of CPU per "
+        "request on them, at 200 ms half that (BENCHMARKS.md).",
     )
     lengths_batch_size: int = Field(
         100,
@@ -193,10 +194,11 @@ class GatewaySettings(ServerSettings, RedisClientSettings):
         description="Most output lengths pushed to Redis in one pipeline; ours: the window of one service type.",
     )
     lengths_batch_wait_s: float = Field(
-        0.005,
+        0.05,
         ge=0,
         description="How long output lengths are gathered before one pipeline pushes them (unless a batch fills "
-        "first). Ours: an estimate sees a length 5 ms later, far less than a request lasts.",
+        "first). Ours: an estimate, a median of the last 100 lengths, sees a length 50 ms later, less than a "
+        "request lasts; 5 ms made a pipeline per request at low rates.",
     )
 
     connect_timeout_s: float = Field(3.0, gt=0, description="Upstream TCP connect timeout.")
