@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ async def decision_service(redis_url: str, port: int | None = None, **settings: 
            **settings}
     )  # fmt: skip
     client = redis_client(redis_url, config.redis_timeout_s)
-    pool = ResilientExperiencePool(RedisExperiencePool(client), retry_interval_s=config.redis_retry_interval_s)
+    pool = ResilientExperiencePool(  # as the service's create_app builds it
+        RedisExperiencePool(client), timeout_s=config.redis_timeout_s, retry_interval_s=config.redis_retry_interval_s
+    )
     scorer = FakeScorer()
     app = create_app(config, pool=pool, scorer=scorer)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
@@ -470,5 +473,31 @@ async def test_decisions_in_flight_together_share_one_version_read(shared_server
         assert all(view is not None for view in views)
         await memory.view()  # the read is over: the next decision reads anew
         assert reads == 2
+    finally:
+        await memory.close()
+
+
+async def test_the_version_read_has_a_budget_of_its_own(shared_server: RedisServer) -> None:
+    """The memory reads with GATEWAY_DECISION_MEMORY_TIMEOUT_S, not the 50 ms of the gateway's other Redis calls (which
+    expired on most reads of a saturated gateway, BENCHMARKS.md), and a read whose reply waited behind a busy loop
+    for longer than 50 ms still gives its view."""
+    settings = GatewaySettings(decision_url="http://127.0.0.1:9/v1", decision_redis_url=shared_server.url)
+    assert settings.decision_memory_timeout_s > 0.12 > settings.redis_timeout_s
+    client = DecisionClient(settings, GatewayMetrics())
+    assert client.memory is not None and client.memory._guard.timeout_s == settings.decision_memory_timeout_s
+    cell = f"busy-{uuid.uuid4().hex[:8]}"
+    async with redis_client(shared_server.url, 1.0) as redis:
+        await redis.mset({pool_version_key(cell, "icl"): 2, pool_scorer_key(cell, "icl"): "scorer-b"})
+    memory = DecisionMemory(
+        shared_server.url, cell, "icl", timeout_s=settings.decision_memory_timeout_s, retry_interval_s=5.0
+    )
+    await memory.start()
+    try:
+        reading = asyncio.create_task(memory.view())
+        await asyncio.sleep(0)  # the MGET is sent
+        time.sleep(0.12)  # the event loop busy: the reply waits in the socket
+        view = await reading
+        assert view is not None and (view.version, view.scorer) == (2, "scorer-b")
+        assert memory.available
     finally:
         await memory.close()

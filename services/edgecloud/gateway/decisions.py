@@ -68,7 +68,7 @@ class DecisionClient:
                 settings.decision_redis_url,
                 settings.cell,
                 settings.decision_policy,
-                timeout_s=settings.redis_timeout_s,
+                timeout_s=settings.decision_memory_timeout_s,
                 retry_interval_s=settings.redis_retry_interval_s,
             )
             if remembers

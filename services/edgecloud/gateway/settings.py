@@ -110,6 +110,14 @@ class GatewaySettings(ServerSettings, RedisClientSettings):
         description="The decision service's Redis (its DECISION_REDIS_URL), where the gateway reads the pool's "
         "version and scorer to know whether a remembered decision still holds; empty: no memory.",
     )
+    decision_memory_timeout_s: float = Field(
+        0.25,
+        gt=0,
+        description="Budget of one read of the pool's version and scorer. Ours: a failed read sends every decision "
+        "to the decision service for redis_retry_interval_s; on a saturated event loop (2 cores, concurrency 256) "
+        "the 50 ms budget of the other Redis calls expired on most reads though Redis answered (BENCHMARKS.md), "
+        "and decisions waiting meanwhile share one read, so a longer budget costs one wait, not one per request.",
+    )
     decision_api_key: SecretStr | None = Field(
         None, description="The decision service's key (its DECISION_SERVICE_API_KEY), presented on every call."
     )
