@@ -79,13 +79,7 @@ async def serve_hot(handler: HotHandler, max_body_bytes: int, scope: Scope, rece
     headers: dict[str, str] = {}
     for name, value in scope["headers"]:
         headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-    refused = refusal(
-        headers.get("content-length"),
-        "transfer-encoding" in headers,
-        headers.get("content-type"),
-        scope["method"],
-        max_body_bytes,
-    )
+    refused = refusal(headers, scope["method"], max_body_bytes)
     try:
         if refused is not None:
             raise refused

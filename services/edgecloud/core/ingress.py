@@ -10,6 +10,7 @@ preflight) is refused before it is read.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from http import HTTPStatus
 
 from starlette.datastructures import Headers
@@ -31,14 +32,14 @@ def too_large(max_body_bytes: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"The request body is larger than {max_body_bytes} bytes.")
 
 
-def refusal(
-    length: str | None, chunked: bool, content_type: str | None, method: str, max_body_bytes: int
-) -> ServiceError | None:
-    """Why a request is refused before its body is read (413: declared too long, 415: not JSON), if it is."""
+def refusal(headers: Mapping[str, str], method: str, max_body_bytes: int) -> ServiceError | None:
+    """Why a request is refused before its body is read (413: declared too long, 415: not JSON), if it is;
+    ``headers`` by lower-case name."""
+    length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_body_bytes:
         return too_large(max_body_bytes)
-    has_body = (length is not None and length != "0") or chunked
-    if method in METHODS_WITH_BODY and has_body and not is_json(content_type):
+    has_body = (length is not None and length != "0") or "transfer-encoding" in headers
+    if method in METHODS_WITH_BODY and has_body and not is_json(headers.get("content-type")):
         return UnsupportedMediaTypeError("The request body must be JSON: send 'Content-Type: application/json'.")
     return None
 
@@ -55,14 +56,7 @@ class IngressMiddleware:
             await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})["arrived"] = time.perf_counter()
-        headers = Headers(scope=scope)
-        refused = refusal(
-            headers.get("content-length"),
-            "transfer-encoding" in headers,
-            headers.get("content-type"),
-            scope["method"],
-            self.max_body_bytes,
-        )
+        refused = refusal(Headers(scope=scope), scope["method"], self.max_body_bytes)
         if refused is not None:
             await error_response(refused.status, refused.to_response())(scope, receive, send)
             return

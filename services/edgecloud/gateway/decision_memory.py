@@ -7,12 +7,11 @@ from its cache of such scores; never an exploration or a fallback) holds for x u
 the scorer (model, method, scoring path: a fingerprint the service announces) changes. The gateway keeps
 such answers under (cell, policy, x = (service type, token bin), pool version, scorer), and for each
 decision reads the pool's current version and scorer from the decision service's Redis
-(``core.wire.pool_version_key`` and ``pool_scorer_key``: one MGET, through ``RedisGuard`` with the gateway's
-short Redis budget). Decisions that need the view while a read is on its way share that read: under load one
-MGET answers many requests, each with a view at most one round trip older than its arrival (as any read is by
-the time its answer is used). Nothing is trusted
-without such a read: while that Redis does not answer, or no scorer is announced, every decision goes to the
-service.
+(``core.wire.pool_version_key`` and ``pool_scorer_key``: one MGET, through ``RedisGuard`` with a
+budget of its own, ``GatewaySettings.decision_memory_timeout_s``). Decisions that need the view while a read is on
+its way share that read: under load one MGET answers many requests, each with a view at most one round trip older
+than its arrival (as any read is by the time its answer is used). Nothing is trusted without such a read: while
+that Redis does not answer, or no scorer is announced, every decision goes to the service.
 
 Exploration keeps the service's probability: on a hit the gateway draws u ~ U(0, 1); if u is below the
 epsilon of the service's last answer it asks the service with that draw (``DecisionRequest.explore_draw``)
