@@ -85,25 +85,39 @@ async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     await until_closed(reader)
 
 
+async def read_request(reader: asyncio.StreamReader) -> None:
+    """One request off the connection: its head, and its body by content-length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+    await reader.readexactly(int(length.group(1)) if length else 0)
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """``handle`` serving each connection on a free loopback port; yields the base URL."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+
+
 @contextlib.asynccontextmanager
 async def backend(reply: Reply) -> AsyncIterator[str]:
     """A backend answering every request with ``reply``, then closing the connection."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-        await reader.readexactly(int(length.group(1)) if length else 0)
+        await read_request(reader)
         try:
             await reply(reader, writer)
             await writer.drain()
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    finally:
-        server.close()
+    async with listening(handle) as url:
+        yield url
 
 
 @dataclass
@@ -315,18 +329,13 @@ async def keep_alive_backend(reply: Reply) -> AsyncIterator[tuple[str, list[int]
         connections.append(1)
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-                await reader.readexactly(int(length.group(1)) if length else 0)
+                await read_request(reader)
                 await reply(reader, writer)
                 await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", connections
-    finally:
-        server.close()
+    async with listening(handle) as url:
+        yield url, connections
 
 
 async def test_streamed_answers_read_to_their_end_reuse_the_backend_connection() -> None:

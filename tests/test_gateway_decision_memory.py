@@ -443,15 +443,26 @@ async def test_the_pool_version_key_is_the_one_the_decision_service_moves(shared
         assert view is not None and view.version == version
 
 
+@contextlib.asynccontextmanager
+async def memory_on_a_pool(
+    server: RedisServer, version: int, scorer: str, *, timeout_s: float
+) -> AsyncIterator[DecisionMemory]:
+    """A started ``DecisionMemory`` on a fresh pool whose version and scorer are set in ``server``."""
+    cell = f"memory-{uuid.uuid4().hex[:8]}"
+    async with redis_client(server.url, 1.0) as redis:
+        await redis.mset({pool_version_key(cell, "icl"): version, pool_scorer_key(cell, "icl"): scorer})
+    memory = DecisionMemory(server.url, cell, "icl", timeout_s=timeout_s, retry_interval_s=5.0)
+    await memory.start()
+    try:
+        yield memory
+    finally:
+        await memory.close()
+
+
 async def test_decisions_in_flight_together_share_one_version_read(shared_server: RedisServer) -> None:
     """Under load one MGET answers every decision that needs the view meanwhile; a decision whose client left (its
     task cancelled) does not cancel the read the others wait for."""
-    cell = f"share-{uuid.uuid4().hex[:8]}"
-    async with redis_client(shared_server.url, 1.0) as redis:
-        await redis.mset({pool_version_key(cell, "icl"): 4, pool_scorer_key(cell, "icl"): "scorer-a"})
-    memory = DecisionMemory(shared_server.url, cell, "icl", timeout_s=1.0, retry_interval_s=5.0)
-    await memory.start()
-    try:
+    async with memory_on_a_pool(shared_server, 4, "scorer-a", timeout_s=1.0) as memory:
         assert memory._client is not None
         reads = 0
         mget = memory._client.mget
@@ -473,8 +484,6 @@ async def test_decisions_in_flight_together_share_one_version_read(shared_server
         assert all(view is not None for view in views)
         await memory.view()  # the read is over: the next decision reads anew
         assert reads == 2
-    finally:
-        await memory.close()
 
 
 async def test_the_version_read_has_a_budget_of_its_own(shared_server: RedisServer) -> None:
@@ -485,19 +494,10 @@ async def test_the_version_read_has_a_budget_of_its_own(shared_server: RedisServ
     assert settings.decision_memory_timeout_s > 0.12 > settings.redis_timeout_s
     client = DecisionClient(settings, GatewayMetrics())
     assert client.memory is not None and client.memory._guard.timeout_s == settings.decision_memory_timeout_s
-    cell = f"busy-{uuid.uuid4().hex[:8]}"
-    async with redis_client(shared_server.url, 1.0) as redis:
-        await redis.mset({pool_version_key(cell, "icl"): 2, pool_scorer_key(cell, "icl"): "scorer-b"})
-    memory = DecisionMemory(
-        shared_server.url, cell, "icl", timeout_s=settings.decision_memory_timeout_s, retry_interval_s=5.0
-    )
-    await memory.start()
-    try:
+    async with memory_on_a_pool(shared_server, 2, "scorer-b", timeout_s=settings.decision_memory_timeout_s) as memory:
         reading = asyncio.create_task(memory.view())
         await asyncio.sleep(0)  # the MGET is sent
         time.sleep(0.12)  # the event loop busy: the reply waits in the socket
         view = await reading
         assert view is not None and (view.version, view.scorer) == (2, "scorer-b")
         assert memory.available
-    finally:
-        await memory.close()

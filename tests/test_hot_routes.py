@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -18,6 +17,7 @@ from edgecloud.core.errors import RateLimitError, install_error_handlers
 from edgecloud.core.hot_routes import HotRequest, HotResponse, ServiceApp
 from edgecloud.core.openapi import install_openapi
 from edgecloud.core.protocol import ChatCompletionRequest
+from edgecloud.testbed.processes import free_port
 
 LIMIT = 1024
 JSON = {"content-type": "application/json"}
@@ -152,12 +152,6 @@ def test_the_openapi_document_has_the_hot_route() -> None:
     assert operation["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ChatCompletionRequest"
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_over_http_a_client_that_leaves_mid_stream_closes_the_stream() -> None:
