@@ -167,6 +167,17 @@ def client_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
 
 
+async def closed_loop(
+    session: aiohttp.ClientSession, settings: LoadgenSettings, corpus: Corpus, target: Target
+) -> tuple[list, float]:
+    """One closed loop of the load generator's at ``settings.concurrency[0]`` against ``target``: its records and
+    its duration."""
+    runner = Runner(settings, Workload.from_settings(settings, corpus), session)
+    runner.target = target
+    result = await runner.run_point(Point(concurrency=settings.concurrency[0]))
+    return result.records, result.duration_s
+
+
 def cpu_by_group(groups: dict[str, int]) -> dict[str, float]:
     """User + system CPU seconds of every process in each named process group (Linux /proc).
 
@@ -266,10 +277,7 @@ class Bench:
     async def load(self, name: str, concurrency: int, requests: int, max_tokens: int) -> tuple[list, float]:
         """One closed loop of the load generator's: its records and its duration."""
         settings = self._settings(name, concurrency, requests, max_tokens)
-        runner = Runner(settings, Workload.from_settings(settings, self.corpus), self.sessions[name])
-        runner.target = self._target(name)
-        result = await runner.run_point(Point(concurrency=concurrency))
-        return result.records, result.duration_s
+        return await closed_loop(self.sessions[name], settings, self.corpus, self._target(name))
 
     async def phase(self, name: str, concurrency: int, requests: int, max_tokens: int, round_: int) -> Phase:
         """One measured closed loop; its CPU is read once its background work is done (``_settled``). The

@@ -26,14 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway_overhead import SIM_PROFILE, RoutedTarget, client_session, cpu_by_group
+from gateway_overhead import SIM_PROFILE, RoutedTarget, client_session, closed_loop, cpu_by_group
 from testbed_process import ROOT, TestbedProcess, start_testbed
 
 from edgecloud.core.settings import AUTO_MODEL
 from edgecloud.loadgen.corpus import load_corpus
-from edgecloud.loadgen.runner import Point, Runner, target_of
+from edgecloud.loadgen.runner import target_of
 from edgecloud.loadgen.settings import LoadgenSettings
-from edgecloud.loadgen.workload import Workload
 
 TARGETS = ("pinned", "auto_typed", "auto_unlabelled")
 MEASURED = ("gateway", "decision", "redis", "edge", "cloud")
@@ -56,12 +55,11 @@ async def load(testbed: TestbedProcess, target: str, concurrency: int, requests:
         seed=0,
         progress=False,
     )
+    plain = target_of(settings)
+    routed = RoutedTarget(**dataclasses.asdict(plain), route="edge") if target == "pinned" else plain
     async with client_session() as session:
-        runner = Runner(settings, Workload.from_settings(settings, load_corpus()), session)
-        plain = target_of(settings)
-        runner.target = RoutedTarget(**dataclasses.asdict(plain), route="edge") if target == "pinned" else plain
-        result = await runner.run_point(Point(concurrency=concurrency))
-    return sum(record.ok for record in result.records)
+        records, _ = await closed_loop(session, settings, load_corpus(), routed)
+    return sum(record.ok for record in records)
 
 
 def main() -> None:
