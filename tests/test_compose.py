@@ -47,8 +47,10 @@ VLLM_METRICS = {
     "vllm:generation_tokens_total",
     "vllm:prompt_tokens_total",
 }
-# ${NAME}, ${NAME:-default} or ${NAME-default}: compose interpolation, resolved here with an empty environment.
-INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+# ${NAME}, ${NAME:-default}, ${NAME-default} or ${NAME:?error}: compose interpolation, resolved here with an
+# empty environment (a required variable resolves to "").
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*)|:\?[^}]*)?\}")
+SERVICE_KEYS = ("DECISION_SERVICE_API_KEY", "GATEWAY_AIR_REPORT_API_KEY")
 PYTHON_MODULE = re.compile(r"-m\s+(edgecloud(?:\.\w+)*)")
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 PROMQL_WORDS = {"histogram_quantile", "sum", "by", "rate", "le", "route", "model", "model_name", "outcome"}
@@ -190,7 +192,7 @@ def test_gateway_waits_for_healthy_backends_decisions_and_redis(services):
 
 def test_redis_persists_with_append_only_file(services):
     redis = services["redis"]
-    assert redis["image"].startswith("redis:")
+    assert interpolate(redis["image"]).startswith("redis:")
     assert "--appendonly yes" in " ".join(command_words(redis))
     assert any(volume.split(":")[1] == "/data" for volume in redis["volumes"])
     assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
@@ -198,7 +200,7 @@ def test_redis_persists_with_append_only_file(services):
 
 def test_images_are_pinned(services):
     for name, svc in services.items():
-        image = svc.get("image")
+        image = interpolate(svc.get("image", ""))
         assert image, f"{name} names no image"
         repo, _, tag = image.rpartition(":")
         assert repo and "/" not in tag and tag not in ("", "latest"), f"{name}: {image} is not pinned"
@@ -476,16 +478,14 @@ def test_docker_compose_config_is_valid(profile):
     if cli is None:
         reason = "docker binary not installed" if not shutil.which("docker") else "docker has no Compose v2 plugin"
         pytest.skip(f"{reason} and no docker-compose v2 binary found: cannot run `docker compose config`")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "GATEWAY_"))}
-    result = subprocess.run(
-        [*cli, "-f", str(COMPOSE_FILE), "--profile", profile, "config", "-q"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "GATEWAY_", "EDGECLOUD_"))}
+    config = [*cli, "-f", str(COMPOSE_FILE), "--profile", profile, "config", "-q"]
+    # Without the services' keys compose names them and the script that makes them (`config` still exits 0).
+    keyless = subprocess.run(config, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert "required variable" in keyless.stderr and "scripts/compose-testbed" in keyless.stderr
+    keyed = env | {name: "k" * 32 for name in SERVICE_KEYS}
+    result = subprocess.run(config, cwd=ROOT, env=keyed, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "error" not in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(
