@@ -22,6 +22,20 @@ from redis_server import RedisServer
 from servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
+CONTAINERS_MARKER = "containers"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that build images and run containers run only when ``-m`` names their marker: any other
+    selection (``scripts/test``, ``-m "not vllm"``) skips them, saying how to run them."""
+    if CONTAINERS_MARKER in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason=f"builds and runs containers: pytest -m {CONTAINERS_MARKER} (docs/deployment.md)")
+    for item in items:
+        if CONTAINERS_MARKER in item.keywords:
+            item.add_marker(skip)
+
+
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 MODEL_DIR = ROOT / ".cache" / "models" / "smollm2-135m-instruct"
 READY_LINE = "ready; press Ctrl-C to stop"

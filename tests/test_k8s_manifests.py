@@ -349,7 +349,7 @@ def test_redis_is_a_statefulset_with_an_append_only_volume(
 ) -> None:
     redis = _one(rendered[overlay], "StatefulSet", "redis")
     (container,) = redis["spec"]["template"]["spec"]["containers"]
-    assert container["args"] == ["redis-server", "--appendonly", "yes"]
+    assert container["args"] == ["redis-server", "--appendonly", "yes", "--protected-mode", "no"]
     (claim,) = redis["spec"]["volumeClaimTemplates"]
     assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in container["volumeMounts"]
     service = _one(rendered[overlay], "Service", redis["spec"]["serviceName"])

