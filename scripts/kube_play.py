@@ -10,7 +10,7 @@ command, environment, probes, resources and security context as the overlay wrot
   it), and its ``volumeClaimTemplates`` become PersistentVolumeClaims (podman named volumes);
 - ``secretKeyRef`` values come from new random keys (the cluster's Secret ``edgecloud-keys``), written into
   the played file only, which is readable by its owner alone;
-- the air interface's Service port is published on the host (``hostPort``), its only way in, as in compose.
+- the air interface's port is published on the host's loopback (``hostPort``), the only port published.
 
 What podman cannot play is left out and listed: Namespace, NetworkPolicies (nothing enforces them here),
 the autoscaler and disruption budget, RBAC and the kube-prometheus objects.
@@ -43,6 +43,7 @@ PLAYED_KINDS = {"ConfigMap", "PersistentVolumeClaim"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
 AIR_SERVICE = "channel-emulator"  # the users' way in (deploy/k8s/base/channel-emulator.yaml)
 AIR_HOST_PORT = 8080  # as compose publishes it
+AIR_HOST_IP = "127.0.0.1"  # one machine: its users are local
 KEY_BYTES = 32
 IMAGES_ENV = ROOT / ".compose" / "images.env"  # written by scripts/build-images
 # The official images the manifests name, by the variable that names their stand-in in IMAGES_ENV.
@@ -84,6 +85,24 @@ def _resolve_env(container: dict[str, Any], pod_name: str, keys: dict[str, str])
     container["env"] = [variable for variable in container.get("env", []) if "valueFrom" not in variable]
 
 
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+
+
+def _publish_only_the_air_interface(container: dict[str, Any], is_air: bool) -> None:
+    """podman 4.3 publishes every declared containerPort on the host's same port (Redis on 0.0.0.0:6379): only
+    the air interface keeps its ports, on loopback at AIR_HOST_PORT. Probes naming a port get its number."""
+    numbers = {port["name"]: port["containerPort"] for port in container.get("ports", []) if "name" in port}
+    for probe in (container[name] for name in PROBES if name in container):
+        for check in (probe.get("httpGet"), probe.get("tcpSocket")):
+            if check is not None and isinstance(check.get("port"), str):
+                check["port"] = numbers[check["port"]]
+    if not is_air:
+        container.pop("ports", None)
+        return
+    for port in container.get("ports", []):
+        port.update(hostPort=AIR_HOST_PORT, hostIP=AIR_HOST_IP)
+
+
 def convert(
     docs: list[dict[str, Any]], keys: dict[str, str] | None = None, images: dict[str, str] | None = None
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -120,9 +139,7 @@ def convert(
         for container in pod_spec["containers"]:
             _resolve_env(container, pod_name, keys)
             container["image"] = images.get(container["image"], container["image"])
-            if name == AIR_SERVICE:
-                for port in container.get("ports", []):
-                    port["hostPort"] = AIR_HOST_PORT
+            _publish_only_the_air_interface(container, is_air=name == AIR_SERVICE)
         labels = workload["spec"]["template"]["metadata"].get("labels", {})
         played.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
                        "spec": pod_spec})  # fmt: skip
@@ -168,7 +185,7 @@ def up(overlay: str) -> None:
     if result.returncode != 0:
         raise SystemExit(f"podman kube play failed:\n{result.stderr}")
     print(result.stdout.strip())
-    wait_ready(f"http://127.0.0.1:{AIR_HOST_PORT}/health")
+    wait_ready(f"http://{AIR_HOST_IP}:{AIR_HOST_PORT}/v1/models")  # through the air interface to the gateway
     print(f"[kube-play] {overlay} up: air interface http://127.0.0.1:{AIR_HOST_PORT}/v1")
 
 

@@ -70,10 +70,14 @@ def test_keys_are_new_and_shared_by_the_two_ends_of_each_call(converted):
 
 def test_the_air_interface_is_the_only_published_port_and_reads_its_cell_from_ordinal_0(converted):
     played, _, _ = converted
-    published = {name: [port.get("hostPort") for c in pod["spec"]["containers"] for port in c.get("ports", [])]
-                 for name, pod in pods(played).items()}  # fmt: skip
-    assert published.pop("channel-emulator") == [kube_play.AIR_HOST_PORT]
-    assert all(port is None for ports in published.values() for port in ports)
+    published = {name: [(port["hostIP"], port["hostPort"]) for c in pod["spec"]["containers"]
+                        for port in c.get("ports", [])] for name, pod in pods(played).items()}  # fmt: skip
+    assert published.pop("channel-emulator") == [("127.0.0.1", kube_play.AIR_HOST_PORT)]
+    assert not any(published.values())  # podman would publish any declared port on the host
+    for pod in pods(played).values():
+        probes = [c[probe] for c in pod["spec"]["containers"] for probe in kube_play.PROBES if probe in c]
+        assert probes and all(isinstance((p.get("httpGet") or p.get("tcpSocket"))["port"], int) for p in probes
+                              if "exec" not in p)  # fmt: skip
     assert env_of(pods(played)["channel-emulator"])["POD_NAME"] == "channel-emulator-0"
 
 
