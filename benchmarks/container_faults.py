@@ -127,7 +127,7 @@ class EngineActuator:
     client: Any  # docker.DockerClient, or a test's fake with the same calls
     project: str
     air_url: str
-    decision_url: str
+    decision_url: str | None  # None: the decision container's address, read again each time (a restart moves it)
     decision_key: str | None
     recover_timeout_s: float = RECOVER_TIMEOUT_S
     clock: Callable[[], float] = time.monotonic
@@ -135,7 +135,8 @@ class EngineActuator:
     restarted_by_benchmark: list[str] = field(default_factory=list)  # kills the engine did not restart
 
     async def pool_examples(self) -> list[dict[str, Any]]:
-        return await read_pool(self.decision_url, self.decision_key)
+        url = self.decision_url or network_url(find_container(self.client, self.project, DECISION_SERVICE))
+        return await read_pool(url, self.decision_key)
 
     async def inject(self, fault: Fault, hold_s: float) -> float:
         return await asyncio.to_thread(self.inject_blocking, fault, hold_s)
@@ -218,8 +219,7 @@ def main() -> None:
     client = engine_client(engine)
     for fault in faults:  # a missing service fails here, before the load
         find_container(client, args.project, fault.target)
-    decision_url = args.decision_url or network_url(find_container(client, args.project, DECISION_SERVICE))
-    actuator = EngineActuator(client, args.project, args.air_url, decision_url, args.decision_key,
+    actuator = EngineActuator(client, args.project, args.air_url, args.decision_url, args.decision_key,
                               args.recover_timeout_s)  # fmt: skip
     measured = asyncio.run(drive(actuator, faults, args.phase_s, args.rate, args.seed))
 
