@@ -253,3 +253,19 @@ def test_the_summary_counts_lost_broken_and_pool_entries_lost_and_the_table_show
 
     result["faults"]["kill:redis"] |= {"action": "kill", "service": "redis"}
     assert container_faults.table(result).splitlines()[-1] == "| kill | redis | 3 | 1 | 1 | 15.1 / 30.0 | 4.0 | 1 |"
+
+
+def test_the_pool_is_read_at_the_decision_containers_address_of_the_moment(fake_time, calls, monkeypatch):
+    decision = FakeContainer(fake_time, calls, PROJECT, container_faults.DECISION_SERVICE)
+    read: list[str] = []
+
+    async def read_pool(url: str, key: str | None) -> list[dict[str, Any]]:
+        read.append(url)
+        return []
+
+    monkeypatch.setattr(container_faults, "read_pool", read_pool)
+    engine = EngineActuator(FakeClient([decision]), PROJECT, "http://air/v1", None, None)
+    for address in ("10.89.0.20", "10.89.0.31"):  # a stop and start gives the container a new address
+        decision.attrs["NetworkSettings"] = {"Networks": {"edgecloud_default": {"IPAddress": address}}}
+        asyncio.run(engine.pool_examples())
+    assert read == ["http://10.89.0.20:8000", "http://10.89.0.31:8000"]
