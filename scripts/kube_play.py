@@ -10,12 +10,14 @@ command, environment, probes, resources and security context as the overlay wrot
   it), and its ``volumeClaimTemplates`` become PersistentVolumeClaims (podman named volumes);
 - ``secretKeyRef`` values come from new random keys (the cluster's Secret ``edgecloud-keys``), written into
   the played file only, which is readable by its owner alone;
-- the air interface's port is published on the host's loopback (``hostPort``), the only port published.
+- each cell's air interface publishes its port on the host's loopback (``hostPort``: cell-0's 8080, cell-1's
+  8081 as compose publishes them), the only ports published.
 
 What podman cannot play is left out and listed: Namespace, NetworkPolicies (nothing enforces them here),
 the autoscaler and disruption budget, RBAC and the kube-prometheus objects.
 
     .venv/bin/python scripts/kube_play.py up [--overlay sim]     # render, convert, play, wait until ready
+    .venv/bin/python scripts/kube_play.py up --overlay sim-two-cells
     .venv/bin/python scripts/kube_play.py down
 """
 
@@ -41,8 +43,9 @@ PLAYED_FILE = STATE_DIR / "played.yaml"
 NETWORK = "edgecloud-kube"  # a podman network with DNS, so pods find each other by name
 PLAYED_KINDS = {"ConfigMap", "PersistentVolumeClaim"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
-AIR_SERVICE = "channel-emulator"  # the users' way in (deploy/k8s/base/channel-emulator.yaml)
-AIR_HOST_PORT = 8080  # as compose publishes it
+# The users' way in, each cell's air interface (deploy/k8s/base/channel-emulator.yaml, overlays/sim-two-cells),
+# by Service name -> host port, as compose publishes them (docker-compose.yml, deploy/compose/two-cells.yml).
+AIR_HOST_PORTS = {"channel-emulator": 8080, "channel-emulator-cell-1": 8081}
 AIR_HOST_IP = "127.0.0.1"  # one machine: its users are local
 KEY_BYTES = 32
 IMAGES_ENV = ROOT / ".compose" / "images.env"  # written by scripts/build-images
@@ -88,19 +91,19 @@ def _resolve_env(container: dict[str, Any], pod_name: str, keys: dict[str, str])
 PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 
 
-def _publish_only_the_air_interface(container: dict[str, Any], is_air: bool) -> None:
+def _publish_only_the_air_interface(container: dict[str, Any], host_port: int | None) -> None:
     """podman 4.3 publishes every declared containerPort on the host's same port (Redis on 0.0.0.0:6379): only
-    the air interface keeps its ports, on loopback at AIR_HOST_PORT. Probes naming a port get its number."""
+    an air interface keeps its ports, on loopback at its ``host_port``. Probes naming a port get its number."""
     numbers = {port["name"]: port["containerPort"] for port in container.get("ports", []) if "name" in port}
     for probe in (container[name] for name in PROBES if name in container):
         for check in (probe.get("httpGet"), probe.get("tcpSocket")):
             if check is not None and isinstance(check.get("port"), str):
                 check["port"] = numbers[check["port"]]
-    if not is_air:
+    if host_port is None:
         container.pop("ports", None)
         return
     for port in container.get("ports", []):
-        port.update(hostPort=AIR_HOST_PORT, hostIP=AIR_HOST_IP)
+        port.update(hostPort=host_port, hostIP=AIR_HOST_IP)
 
 
 def convert(
@@ -139,7 +142,7 @@ def convert(
         for container in pod_spec["containers"]:
             _resolve_env(container, pod_name, keys)
             container["image"] = images.get(container["image"], container["image"])
-            _publish_only_the_air_interface(container, is_air=name == AIR_SERVICE)
+            _publish_only_the_air_interface(container, host_port=AIR_HOST_PORTS.get(name))
         labels = workload["spec"]["template"]["metadata"].get("labels", {})
         played.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
                        "spec": pod_spec})  # fmt: skip
@@ -185,8 +188,11 @@ def up(overlay: str) -> None:
     if result.returncode != 0:
         raise SystemExit(f"podman kube play failed:\n{result.stderr}")
     print(result.stdout.strip())
-    wait_ready(f"http://{AIR_HOST_IP}:{AIR_HOST_PORT}/v1/models")  # through the air interface to the gateway
-    print(f"[kube-play] {overlay} up: air interface http://127.0.0.1:{AIR_HOST_PORT}/v1")
+    played_pods = {doc["metadata"]["name"] for doc in played if doc["kind"] == "Pod"}
+    urls = [f"http://{AIR_HOST_IP}:{port}/v1" for name, port in AIR_HOST_PORTS.items() if name in played_pods]
+    for url in urls:
+        wait_ready(f"{url}/models")  # through the cell's air interface to its gateway
+    print(f"[kube-play] {overlay} up: air interface {', '.join(urls)}")
 
 
 def down() -> None:

