@@ -126,28 +126,33 @@ def test_redis_keeps_its_append_only_file_on_a_claim_and_takes_the_stand_in_imag
     assert redis["spec"]["securityContext"]["runAsUser"] == 999  # the stand-in image's uid too
 
 
-@pytest.fixture(scope="module")
-def played_sim() -> Iterator[None]:
+# The overlay played, and the air interfaces its users reach (one per cell).
+PLAYED_OVERLAYS = {"sim": ["channel-emulator"], "sim-two-cells": ["channel-emulator", "channel-emulator-cell-1"]}
+
+
+@pytest.fixture(scope="module", params=list(PLAYED_OVERLAYS))
+def played(request: pytest.FixtureRequest) -> Iterator[str]:
     if not shutil.which("podman"):
         pytest.skip("podman is not installed")
     subprocess.run([str(ROOT / "scripts" / "build-images"), "--no-edge"], cwd=ROOT, check=True, timeout=1800)
     script = [sys.executable, str(ROOT / "scripts" / "kube_play.py")]
-    subprocess.run([*script, "up", "--overlay", "sim"], cwd=ROOT, check=True, timeout=600)
+    subprocess.run([*script, "up", "--overlay", request.param], cwd=ROOT, check=True, timeout=600)
     try:
-        yield
+        yield request.param
     finally:
         subprocess.run([*script, "down"], cwd=ROOT, timeout=300)
 
 
 @pytest.mark.containers
-def test_the_sim_overlay_answers_a_prompt_through_the_air_interface(played_sim):
-    air_port = kube_play.AIR_HOST_PORTS["channel-emulator"]
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{air_port}/v1", api_key="x", max_retries=0)
-    answer = client.chat.completions.with_raw_response.create(
-        model="edgecloud-auto",
-        messages=[{"role": "user", "content": "Write a Python function that reverses a string."}],
-        max_tokens=12,
-        extra_headers={USER_ID_HEADER: "carol"},
-    )
-    assert answer.parse().choices[0].message.content
-    assert answer.headers[SERVICE_TYPE_HEADER] == "coding" and answer.headers[ROUTE_HEADER] in ("edge", "cloud")
+def test_every_cell_of_the_played_overlay_answers_a_prompt_through_its_air_interface(played):
+    for air in PLAYED_OVERLAYS[played]:
+        base_url = f"http://{kube_play.AIR_HOST_IP}:{kube_play.AIR_HOST_PORTS[air]}/v1"
+        client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0)
+        answer = client.chat.completions.with_raw_response.create(
+            model="edgecloud-auto",
+            messages=[{"role": "user", "content": "Write a Python function that reverses a string."}],
+            max_tokens=12,
+            extra_headers={USER_ID_HEADER: "carol"},
+        )
+        assert answer.parse().choices[0].message.content, air
+        assert answer.headers[SERVICE_TYPE_HEADER] == "coding" and answer.headers[ROUTE_HEADER] in ("edge", "cloud")
