@@ -65,16 +65,22 @@ class Outcome:
     ttft_s: float | None = None
     retried_from: str | None = None
     detail: str | None = None
+    route: str | None = None  # where the gateway served it (x-route)
 
 
-async def one_request(http: httpx.AsyncClient, url: str, service_type: str, started: float) -> Outcome:
+async def one_request(
+    http: httpx.AsyncClient, url: str, service_type: str, started: float, user: str | None = None
+) -> Outcome:
+    """One streamed chat completion of ``service_type``'s prompt at ``url`` (as radio user ``user`` if given)."""
     sent_at = time.monotonic()
     outcome = Outcome(sent_at - started, service_type, "lost")
     body = {"model": "edgecloud-auto", "messages": [{"role": "user", "content": PROMPTS[service_type]}],
             "max_tokens": MAX_TOKENS, "stream": True}  # fmt: skip
+    headers = {"x-service-type": service_type} | ({"x-user-id": user} if user else {})
     try:
-        async with http.stream("POST", url, json=body, headers={"x-service-type": service_type}) as response:
+        async with http.stream("POST", url, json=body, headers=headers) as response:
             outcome.retried_from = response.headers.get("x-retried-from")
+            outcome.route = response.headers.get("x-route")
             if response.status_code != 200:
                 outcome.detail = f"{response.status_code}: {(await response.aread())[:200]!r}"
                 return outcome

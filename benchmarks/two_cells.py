@@ -25,45 +25,29 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fault_load import PROMPTS, Outcome, one_request
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "two_cells.json"
 SCRIPT = ROOT / "scripts" / "compose-testbed"
 CELLS = {"cell-0": "http://127.0.0.1:8080/v1", "cell-1": "http://127.0.0.1:8081/v1"}
 PROMETHEUS_URL = "http://127.0.0.1:9090"
-PROMPTS = {
-    "chat": "Tell me about the sea in two sentences.",
-    "coding": "Write a Python function that adds two numbers.",
-}
-MAX_TOKENS = 24
 SCRAPE_SETTLE_S = 12.0  # two scrapes at 5 s (deploy/prometheus/prometheus.two-cells.yml) after the last answer
 
 
-async def one_request(http: httpx.AsyncClient, url: str, user: str, service_type: str) -> dict[str, Any]:
-    body = {"model": "edgecloud-auto", "messages": [{"role": "user", "content": PROMPTS[service_type]}],
-            "max_tokens": MAX_TOKENS, "stream": True}  # fmt: skip
-    headers = {"x-user-id": user, "x-service-type": service_type}
-    sent = time.monotonic()
-    record: dict[str, Any] = {"user": user, "service_type": service_type, "ok": False, "ttft_s": None}
-    async with http.stream("POST", f"{url}/chat/completions", json=body, headers=headers) as response:
-        record["route"] = response.headers.get("x-route")
-        async for line in response.aiter_lines():
-            if record["ttft_s"] is None and line.startswith("data: {") and '"content"' in line:
-                record["ttft_s"] = time.monotonic() - sent
-            if line == "data: [DONE]":
-                record["ok"] = response.status_code == 200 and record["ttft_s"] is not None
-    return record
-
-
-async def drive(users: int, requests: int, seed: int) -> dict[str, list[dict[str, Any]]]:
+async def drive(users: int, requests: int, seed: int) -> dict[str, list[Outcome]]:
+    """``requests`` streamed requests of each of ``users`` users per cell, one at a time per user
+    (``fault_load.one_request``: the same prompts and outcomes as the fault runs)."""
     rng = random.Random(seed)
     plans = {(cell, f"{cell}-user-{n}"): [rng.choice(list(PROMPTS)) for _ in range(requests)]
              for cell in CELLS for n in range(users)}  # fmt: skip
-    records: dict[str, list[dict[str, Any]]] = {cell: [] for cell in CELLS}
+    records: dict[str, list[Outcome]] = {cell: [] for cell in CELLS}
+    started = time.monotonic()
 
     async def user(http: httpx.AsyncClient, cell: str, name: str, types: list[str]) -> None:
+        url = f"{CELLS[cell]}/chat/completions"
         for service_type in types:
-            records[cell].append(await one_request(http, CELLS[cell], name, service_type))
+            records[cell].append(await one_request(http, url, service_type, started, user=name))
 
     async with httpx.AsyncClient(timeout=120) as http:
         await asyncio.gather(*(user(http, cell, name, types) for (cell, name), types in plans.items()))
@@ -80,7 +64,7 @@ def by_label(results: list[dict[str, Any]], *labels: str) -> dict[str, float]:
     return {"/".join(r["metric"].get(label, "") for label in labels): round(float(r["value"][1]), 4) for r in results}
 
 
-def summarize(records: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> dict[str, Any]:
+def summarize(records: dict[str, list[Outcome]], args: argparse.Namespace) -> dict[str, Any]:
     delivered = by_label(prometheus(
         "histogram_quantile(0.5, sum by (cell, le) (edgecloud_channel_delivered_time_to_first_token_seconds_bucket))"
     ), "cell")  # fmt: skip
@@ -92,8 +76,8 @@ def summarize(records: dict[str, list[dict[str, Any]]], args: argparse.Namespace
 
     cells = {}
     for cell, cell_records in records.items():
-        ttfts = sorted(r["ttft_s"] for r in cell_records if r["ok"])
-        seen = {route: sum(r["route"] == route for r in cell_records) for route in ("edge", "cloud")}
+        ttfts = sorted(r.ttft_s for r in cell_records if r.result == "ok" and r.ttft_s is not None)
+        seen = {route: sum(r.route == route for r in cell_records) for route in ("edge", "cloud")}
         cells[cell] = {
             "requests": len(cell_records),
             "answered": len(ttfts),

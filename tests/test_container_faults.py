@@ -249,7 +249,7 @@ def test_the_summary_counts_lost_broken_and_pool_entries_lost_and_the_table_show
     assert measured["paid_first_token_timeout"] == 1 and measured["time_to_recover_s"] == 4.0
     assert (result["pool_examples_before"], result["pool_examples_after"], result["pool_examples_lost"]) == (2, 1, 1)
     assert result["lost_requests"] == [{"sent_at": 10.5, "service_type": "chat", "result": "lost", "ttft_s": None,
-                                        "retried_from": None, "detail": None}]  # fmt: skip
+                                        "retried_from": None, "detail": None, "route": None}]  # fmt: skip
 
     result["faults"]["kill:redis"] |= {"action": "kill", "service": "redis"}
     assert container_faults.table(result).splitlines()[-1] == "| kill | redis | 3 | 1 | 1 | 15.1 / 30.0 | 4.0 | 1 |"
