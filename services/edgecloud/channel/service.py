@@ -17,6 +17,7 @@ from http import HTTPStatus
 
 import numpy as np
 
+from edgecloud.channel import slot_kernel
 from edgecloud.channel.air import AirInterface
 from edgecloud.channel.cell import Cell
 from edgecloud.channel.metrics import ChannelMetrics
@@ -117,6 +118,8 @@ class AirService:
         metrics.watch_cell(self._cell_gauges)
 
     async def start(self) -> None:
+        if self.cell.compiled:
+            slot_kernel.compile_ahead()  # before serving: a first compilation would stall the pacer for seconds
         self.pacer.start()
         await self.gateway.start()
 

@@ -8,10 +8,14 @@ moves the bytes. ``RadioModel`` (3GPP TR 38.901 UMa/UMi) and ``ConstantCapacityC
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgecloud.channel.slot_kernel import SlotLinks
 
 
 @dataclass(frozen=True)
@@ -19,7 +23,7 @@ class UeRadioState:
     """One user's large-scale radio state, as ``GET /v1/ues`` reports it."""
 
     cell: int  # index of the serving cell (0: the centre cell of the layout)
-    x_m: float  # position relative to the serving site, metres
+    x_m: float  # position relative to the layout's centre site (the serving site of the one-cell layout), metres
     y_m: float
     distance_2d_m: float  # horizontal distance to the serving site
     los: bool  # line of sight to the serving site
@@ -32,6 +36,11 @@ class ChannelModel(Protocol):
     num_rbs: int
     rb_bandwidth_hz: float
     slot_duration_s: float
+
+    @property
+    def num_cells(self) -> int:
+        """Cells that schedule users, each with its own scheduler (indices 0 .. num_cells - 1)."""
+        ...
 
     def add_ue(self, position: tuple[float, float] | None = None) -> int:
         """Attach a user at ``position`` (metres from the serving site) or a random drop; return its handle."""
@@ -52,3 +61,28 @@ class ChannelModel(Protocol):
         ...
 
     def ue_state(self, handle: int) -> UeRadioState: ...
+
+    def serving_cells(self, handles: np.ndarray) -> np.ndarray:
+        """The serving cell of each user."""
+        ...
+
+    def record_grants(self, granted: np.ndarray) -> None:
+        """Which RBs each cell granted this slot, shape (num_cells, num_rbs): what its neighbours see as load."""
+        ...
+
+
+@runtime_checkable
+class CompiledChannel(Protocol):
+    """A channel whose slots the compiled loop (``slot_kernel``) can run: it exposes its links."""
+
+    num_cells: int
+
+    def links(self, handles: Sequence[int]) -> SlotLinks: ...
+
+    def serving_cells(self, handles: Sequence[int]) -> np.ndarray: ...
+
+    def slots_until_update(self) -> int:
+        """Slots a batch may run before the channel's large-scale state changes."""
+        ...
+
+    def advance(self, n_slots: int) -> None: ...

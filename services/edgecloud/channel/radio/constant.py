@@ -37,6 +37,14 @@ class ConstantCapacityChannel:
     def advance(self, n_slots: int) -> None:
         """Nothing changes with time."""
 
+    num_cells = 1
+
+    def serving_cells(self, handles: np.ndarray) -> np.ndarray:
+        return np.zeros(len(handles), dtype=np.int64)
+
+    def record_grants(self, granted: np.ndarray) -> None:
+        """Users of a constant channel see no interference."""
+
     def rates_bps(self, handles: np.ndarray) -> np.ndarray:
         return np.full((len(handles), self.num_rbs), self.capacity_bps / self.num_rbs)
 

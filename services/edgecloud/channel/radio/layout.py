@@ -5,6 +5,9 @@ inter-site distance (ISD), the 7-site core of TR 38.901's hexagonal grid (Table 
 3 sectors; we keep the ring that dominates interference, see docs/radio-model.md). The serving cell is
 the site's Voronoi region: a hexagon of apothem ISD/2 and circumradius ISD/sqrt(3). Users are dropped
 uniformly in it, no closer than the minimum BS-UT distance of Table 7.2-1, by rejection sampling.
+
+With several sites scheduling (``scheduling_cells`` in the radio file) users are dropped over their
+hexagons instead: one of those sites drawn uniformly, then a point uniform in its hexagon.
 """
 
 from __future__ import annotations
@@ -63,6 +66,22 @@ def drop_uniform(rng: np.random.Generator, n: int, isd_m: float, min_distance_m:
         accepted.append(chosen)
         missing -= len(chosen)
     return np.concatenate(accepted) if accepted else np.zeros((0, 2))
+
+
+def site_of(points: ArrayLike, isd_m: float) -> NDArray[np.int64]:
+    """Index of the site whose hexagon holds each point (the nearest site), or -1 outside the seven hexagons."""
+    offsets = np.asarray(points, dtype=np.float64)[:, None, :] - site_positions(isd_m)[None, :, :]
+    inside = in_serving_cell(offsets.reshape(-1, 2), isd_m).reshape(offsets.shape[:2])
+    nearest = np.hypot(offsets[..., 0], offsets[..., 1]).argmin(axis=1)
+    return np.where(inside.any(axis=1), nearest, -1)
+
+
+def drop_uniform_layout(
+    rng: np.random.Generator, n: int, isd_m: float, min_distance_m: float, num_sites: int = NUM_SITES
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """``n`` positions uniform over the hexagons of the first ``num_sites`` sites, and the site of each."""
+    sites = rng.integers(num_sites, size=n)
+    return drop_uniform(rng, n, isd_m, min_distance_m) + site_positions(isd_m)[sites], sites
 
 
 def distances_to_sites(positions: ArrayLike, isd_m: float) -> NDArray[np.float64]:

@@ -12,11 +12,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import yaml
 
-from edgecloud.channel.radio.pathloss import HZ_PER_GHZ, SCENARIOS, Scenario
+from edgecloud.channel.radio.pathloss import HZ_PER_GHZ, SCENARIOS, SPEED_OF_LIGHT_M_S, Scenario
 
 DEFAULT_RADIO_FILE = Path(__file__).parent.parent / "data" / "radio.yaml"
 
@@ -29,6 +29,8 @@ CARRIER_RANGE_GHZ = (0.5, 100.0)  # frequency range of TR 38.901 (its title)
 UT_HEIGHT_RANGE_M = (1.5, 22.5)  # applicability of Table 7.4.1-1 for UMa and UMi
 MS_PER_KMH = 1 / 3.6
 DB_PER_DECADE = 10.0
+MAX_SCHEDULING_CELLS = 7  # every site of the 7-site layout (layout.py)
+InterferenceActivity = Literal["bernoulli", "scheduled"]
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,15 @@ class RadioParams:
     max_spectral_efficiency_bps_hz: float | None
     fast_fading: bool
     fading_block_slots: int
+    fading_trace_slots: int
     ue_speed_kmh: float
     mobility: bool
     mobility_update_s: float
     los_decorrelation_m: float
     shadowing_decorrelation_los_m: float
     shadowing_decorrelation_nlos_m: float
+    scheduling_cells: int
+    interference_activity: InterferenceActivity
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -101,8 +106,22 @@ class RadioParams:
             )
         if self.fading_block_slots < 1:
             problems.append(f"fading_block_slots must be >= 1, got {self.fading_block_slots}")
+        if self.fading_trace_slots < 1:
+            problems.append(f"fading_trace_slots must be >= 1, got {self.fading_trace_slots}")
+        if not 1 <= self.scheduling_cells <= MAX_SCHEDULING_CELLS:
+            problems.append(f"scheduling_cells must be in [1, {MAX_SCHEDULING_CELLS}], got {self.scheduling_cells}")
+        if self.interference_activity not in get_args(InterferenceActivity):
+            problems.append(
+                f"interference_activity must be one of {list(get_args(InterferenceActivity))}, "
+                f"got {self.interference_activity!r}"
+            )
         if self.ue_speed_kmh < 0:
             problems.append(f"ue_speed_kmh must be >= 0, got {self.ue_speed_kmh}")
+        elif self.numerology is not None and self.doppler_hz >= 1 / (2 * self.slot_duration_s):
+            problems.append(
+                f"ue_speed_kmh {self.ue_speed_kmh} gives a Doppler shift of {self.doppler_hz:.0f} Hz, at or above "
+                f"the slot rate's Nyquist frequency {1 / (2 * self.slot_duration_s):.0f} Hz: the fading would alias"
+            )
         if self.mobility_update_s <= 0:
             problems.append(f"mobility_update_s must be > 0, got {self.mobility_update_s}")
         for name in ("los_decorrelation_m", "shadowing_decorrelation_los_m", "shadowing_decorrelation_nlos_m"):
@@ -144,13 +163,19 @@ class RadioParams:
     def ue_speed_m_s(self) -> float:
         return self.ue_speed_kmh * MS_PER_KMH
 
+    @property
+    def doppler_hz(self) -> float:
+        """Maximum Doppler shift f_d = v f_c / c of the fast fading."""
+        return self.ue_speed_m_s * self.carrier_frequency_hz / SPEED_OF_LIGHT_M_S
+
     def shadowing_decorrelation_m(self, los: bool) -> float:
         return self.shadowing_decorrelation_los_m if los else self.shadowing_decorrelation_nlos_m
 
 
 _FIELDS = {field.name for field in dataclasses.fields(RadioParams)}
 _BOOL_FIELDS = {"fast_fading", "mobility"}
-_INT_FIELDS = {"num_rbs", "fading_block_slots"}
+_INT_FIELDS = {"num_rbs", "fading_block_slots", "fading_trace_slots", "scheduling_cells"}
+_CHOICE_FIELDS = {"interference_activity": get_args(InterferenceActivity)}
 _OPTIONAL_FIELDS = {"max_spectral_efficiency_bps_hz"}
 
 
@@ -159,6 +184,10 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "scenario":
         if value not in get_args(Scenario):
             raise ValueError(f"radio parameter scenario must be one of {list(SCENARIOS)}, got {value!r}")
+        return value
+    if name in _CHOICE_FIELDS:
+        if value not in _CHOICE_FIELDS[name]:
+            raise ValueError(f"radio parameter {name} must be one of {list(_CHOICE_FIELDS[name])}, got {value!r}")
         return value
     if name in _BOOL_FIELDS:
         if not isinstance(value, bool):
