@@ -182,3 +182,100 @@ def shadowing_std_db(scenario: Scenario, los: ArrayLike) -> NDArray[np.float64]:
         raise ValueError(f"unknown scenario {scenario!r}; known: {list(SCENARIOS)}")
     std = SHADOWING_STD_DB[scenario]
     return np.where(np.asarray(los, dtype=bool), std[True], std[False])
+
+
+# ---- UMa per link, for users of differing heights (the sectorised calibration scenario) -------------------------
+# The functions above take one UT height and h_E = 1 m. Those below take a height per user (indoor users on upper
+# floors, Table 7.2-1) and an effective environment height per link (Table 7.4.1-1 note 1), all as arrays.
+
+UmaLosFormula = Literal["tr38901", "tr38900"]
+UMA_LOS_FORMULAS: tuple[UmaLosFormula, ...] = ("tr38901", "tr38900")
+# TR 38.900 V14.0.0 Table 7.4.1-1, UMa LOS, the formula the R1-165974 calibration ran on; TR 38.901 V14.1.0 replaced it
+# by TR 36.873's (UMA_LOS_PL1/PL2 above). As coded by the ns-3 mmWave module, which implements TR 38.900
+# (model/mmwave-3gpp-propagation-loss-model.cc): PL1 = 32.4 + 20 log10(d_3D) + 20 log10(f_c),
+# PL2 = 32.4 + 40 log10(d_3D) + 20 log10(f_c) - 10 log10(d'_BP^2 + (h_BS - h_UT)^2).
+UMA_LOS_PL1_TR38900 = (32.4, 20.0, 20.0)
+UMA_LOS_PL2_TR38900 = (32.4, 40.0, 20.0, 10.0)
+UMA_LOS_COEFFICIENTS: dict[UmaLosFormula, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "tr38901": (UMA_LOS_PL1, UMA_LOS_PL2),
+    "tr38900": (UMA_LOS_PL1_TR38900, UMA_LOS_PL2_TR38900),
+}
+# Table 7.4.1-1 note 1: for UMa, h_E = 1 m with probability 1 / (1 + C(d_2D, h_UT)), otherwise uniform on
+# {12, 15, ..., h_UT - 1.5} m.
+UMA_RANDOM_ENVIRONMENT_HEIGHT_MIN_M = 12.0
+UMA_RANDOM_ENVIRONMENT_HEIGHT_STEP_M = 3.0
+UMA_RANDOM_ENVIRONMENT_HEIGHT_TOP_GAP_M = 1.5
+
+
+def uma_height_factors(h_ut: ArrayLike) -> NDArray[np.float64]:
+    """C'(h_UT) of Tables 7.4.1-1 (note 1) and 7.4.2-1 per user: 0 up to 13 m, ((h_UT - 13) / 10)^1.5 above."""
+    excess = np.maximum(np.asarray(h_ut, dtype=np.float64) - UMA_HEIGHT_TERM_MIN_UT_M, 0.0)
+    return np.asarray((excess / UMA_HEIGHT_TERM_SPAN_M) ** UMA_HEIGHT_TERM_EXPONENT, dtype=np.float64)
+
+
+def uma_distance_factor(d2d: ArrayLike) -> NDArray[np.float64]:
+    """g(d_2D) of Table 7.4.1-1 note 1: 0 up to 18 m, (5/4) (d_2D / 100)^3 exp(-d_2D / 150) beyond."""
+    d2d = np.asarray(d2d, dtype=np.float64)
+    growth = UMA_HEIGHT_TERM_SCALE * (d2d / UMA_HEIGHT_TERM_DISTANCE_M) ** 3 * np.exp(-d2d / UMA_HEIGHT_TERM_DECAY_M)
+    return np.where(d2d <= LOS_CERTAIN_DISTANCE_M, 0.0, growth)
+
+
+def uma_los_probability_per_link(d2d_out: ArrayLike, h_ut: ArrayLike) -> NDArray[np.float64]:
+    """UMa LOS probability of Table 7.4.2-1 with a height per user (``h_ut`` broadcasts against ``d2d_out``).
+
+    The table is written in d_2D-out: for an indoor user, the outdoor part of the distance (section 7.4.3).
+    """
+    d2d_out = np.asarray(d2d_out, dtype=np.float64)
+    height = 1.0 + uma_height_factors(h_ut) * uma_distance_factor(d2d_out)
+    probability = _los_base(d2d_out, LOS_DECAY_M["uma"]) * height
+    return np.where(d2d_out <= LOS_CERTAIN_DISTANCE_M, 1.0, np.minimum(probability, 1.0))
+
+
+def uma_environment_heights(rng: np.random.Generator, d2d: ArrayLike, h_ut: ArrayLike) -> NDArray[np.float64]:
+    """Effective environment height h_E of each link, Table 7.4.1-1 note 1 (``h_ut`` broadcasts against ``d2d``).
+
+    1 m with probability 1 / (1 + C'(h_UT) g(d_2D)), otherwise uniform on {12, 15, ..., h_UT - 1.5} m; C' = 0 below
+    13 m, so street-level users always get 1 m.
+    """
+    d2d = np.asarray(d2d, dtype=np.float64)
+    h_ut = np.broadcast_to(np.asarray(h_ut, dtype=np.float64), d2d.shape)
+    c = uma_height_factors(h_ut) * uma_distance_factor(d2d)
+    raised = rng.random(d2d.shape) >= 1.0 / (1.0 + c)
+    top = h_ut - UMA_RANDOM_ENVIRONMENT_HEIGHT_TOP_GAP_M
+    candidates = np.floor((top - UMA_RANDOM_ENVIRONMENT_HEIGHT_MIN_M) / UMA_RANDOM_ENVIRONMENT_HEIGHT_STEP_M) + 1
+    choice = np.floor(rng.random(d2d.shape) * np.maximum(candidates, 1.0))
+    drawn = UMA_RANDOM_ENVIRONMENT_HEIGHT_MIN_M + UMA_RANDOM_ENVIRONMENT_HEIGHT_STEP_M * choice
+    return np.where(raised, drawn, ENVIRONMENT_HEIGHT_M)
+
+
+def uma_path_loss_per_link(
+    los: ArrayLike,
+    d2d: ArrayLike,
+    h_bs: float,
+    h_ut: ArrayLike,
+    fc_hz: float,
+    h_e: ArrayLike,
+    formula: UmaLosFormula = "tr38901",
+) -> NDArray[np.float64]:
+    """UMa path loss in dB of each link in its LOS state, Table 7.4.1-1, with per-user h_UT and per-link h_E.
+
+    LOS: PL1 up to d'_BP = 4 (h_BS - h_E)(h_UT - h_E) f_c / c, PL2 beyond; NLOS: max(PL_LOS, PL'_NLOS).
+    ``formula`` picks the LOS coefficients: today's TR 38.901 or TR 38.900 V14.0.0's (``UMA_LOS_COEFFICIENTS``).
+    ``los``, ``d2d``, ``h_ut`` and ``h_e`` broadcast; distances below 10 m are evaluated at 10 m.
+    """
+    if formula not in UMA_LOS_COEFFICIENTS:
+        raise ValueError(f"unknown UMa LOS formula {formula!r}; known: {list(UMA_LOS_FORMULAS)}")
+    d2d = np.maximum(np.asarray(d2d, dtype=np.float64), MIN_DISTANCE_2D_M)
+    h_ut = np.asarray(h_ut, dtype=np.float64)
+    h_e = np.asarray(h_e, dtype=np.float64)
+    height_gap = h_bs - h_ut
+    log_d3d = np.log10(np.hypot(d2d, height_gap))
+    log_fc = np.log10(fc_hz / HZ_PER_GHZ)
+    d_bp = 4.0 * (h_bs - h_e) * (h_ut - h_e) * fc_hz / SPEED_OF_LIGHT_M_S
+    near, far = UMA_LOS_COEFFICIENTS[formula]
+    pl1 = near[0] + near[1] * log_d3d + near[2] * log_fc
+    pl2 = far[0] + far[1] * log_d3d + far[2] * log_fc - far[3] * np.log10(d_bp**2 + height_gap**2)
+    los_loss = np.where(d2d <= d_bp, pl1, pl2)
+    a, b, c, e = UMA_NLOS
+    nlos_prime = a + b * log_d3d + c * log_fc - e * (h_ut - NLOS_REFERENCE_UT_HEIGHT_M)
+    return np.where(np.asarray(los, dtype=bool), los_loss, np.maximum(los_loss, nlos_prime))
