@@ -6,6 +6,11 @@
    same loop (``release_at`` to the same deadlines, no pacer), i.e. the event loop's own timer error.
 2. Slot loop speed: the 3GPP UMa model with 20 full-buffer users (the paper's cell) under PF, in
    virtual time; live pacing needs at least 2,000 slots per second of wall time (0.5 ms slots).
+   benchmarks/slot_loop.py measures it in detail, today's loop beside the compiled one.
+3. Release lateness under load: the same pacer on the UMa model with 7 scheduling cells of 20 users
+   (issue 16), measured the same way on every token: (a) all 140 users stream tokens at 50 per second
+   (an LLM's decoding pace); (b) all 140 users are backlogged (full buffer) and one more user per cell
+   streams tokens. The baseline of (1) is the loop's own timer error.
 
     .venv/bin/python benchmarks/channel_pacing.py --tokens 2000 --out benchmarks/results/channel_pacing.json
 """
@@ -13,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -20,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import uvloop
 
+from edgecloud.channel import slot_kernel
 from edgecloud.channel.air import AirInterface, Transmission
 from edgecloud.channel.cell import Cell
 from edgecloud.channel.pacing import Pacer, release_at
@@ -33,6 +40,10 @@ SLOT_S = 0.5e-3
 TOKEN_BITS = 32
 SLOTS_PER_TOKEN = 10
 TICK_S = 0.002
+LOADED_CELLS = 7
+USERS_PER_CELL = 20
+TOKEN_INTERVAL_S = 0.02  # 50 tokens per second per stream
+FULL_BUFFER_BITS = 1e15
 
 
 def summary_ms(values: list[float]) -> dict[str, float]:
@@ -74,7 +85,41 @@ async def timer_lateness(tokens: int) -> list[float]:
     return lateness
 
 
+async def loaded_pacer_lateness(seconds: float, full_buffer: bool) -> list[float]:
+    """Release lateness of every token with 7 scheduling cells under load (see the module docstring, 3)."""
+    slot_kernel.compile_ahead()
+    params = load_radio_params(scenario="uma", scheduling_cells=LOADED_CELLS)
+    cell = Cell(RadioModel(params, np.random.default_rng(0)), make_scheduler("pf"), 100, 2000)
+    backlogged = [f"b{i}" for i in range(LOADED_CELLS * USERS_PER_CELL)] if full_buffer else []
+    streaming = [f"s{i}" for i in range(LOADED_CELLS if full_buffer else LOADED_CELLS * USERS_PER_CELL)]
+    for user in backlogged + streaming:
+        cell.attach(user)
+    clock = RealClock()
+    air = AirInterface(cell, start_time=clock.now())
+    pacer = Pacer(air, clock, TICK_S)
+    pacer.start()
+    lateness: list[float] = []
+    rng = np.random.default_rng(1)
+
+    async def stream(user: str, offset_s: float) -> None:
+        flow = pacer.new_flow()
+        for k in range(int(seconds / TOKEN_INTERVAL_S)):
+            delivered_at = await pacer.send(user, TOKEN_BITS, flow, ready_at=start + offset_s + k * TOKEN_INTERVAL_S)
+            await release_at(clock, delivered_at)
+            lateness.append(clock.now() - delivered_at)
+
+    try:
+        start = clock.now()
+        for user in backlogged:
+            pacer.send(user, FULL_BUFFER_BITS, pacer.new_flow(), ready_at=start)
+        await asyncio.gather(*(stream(user, rng.uniform(0, TOKEN_INTERVAL_S)) for user in streaming))
+    finally:
+        await pacer.close()
+    return lateness
+
+
 def slot_loop_speed(users: int, seconds: float) -> dict[str, float]:
+    slot_kernel.compile_ahead()
     channel = RadioModel(load_radio_params(scenario="uma"), np.random.default_rng(0))
     cell = Cell(channel, make_scheduler("pf"), 100, 2000)
     air = AirInterface(cell)
@@ -98,6 +143,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--loaded-seconds", type=float, default=5.0, help="length of each run under load (3)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     result = {
@@ -105,6 +151,12 @@ def main() -> None:
         "pacer_release_lateness_ms": summary_ms(uvloop.run(pacer_lateness(args.tokens))),
         "baseline_timer_lateness_ms": summary_ms(uvloop.run(timer_lateness(args.tokens))),
         "slot_loop_uma_pf": slot_loop_speed(args.users, args.seconds),
+        "loaded_7_cells_release_lateness_ms": {
+            "140 token streams": summary_ms(uvloop.run(loaded_pacer_lateness(args.loaded_seconds, full_buffer=False))),
+            "140 full-buffer users + 7 token streams": summary_ms(
+                uvloop.run(loaded_pacer_lateness(args.loaded_seconds, full_buffer=True))
+            ),
+        },
     }
     print(json.dumps(result, indent=2))
     if args.out:
