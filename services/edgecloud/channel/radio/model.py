@@ -1,7 +1,7 @@
 """The 3GPP TR 38.901 downlink radio model: per-RB, per-slot rates of the paper's eq. (2).
 
-For user k served by site j (the centre site, or with ``scheduling_cells: 7`` the strongest one) and
-RB q in the current slot:
+For user k served by site j (the centre site, or with ``scheduling_cells`` > 1 the strongest scheduling
+site) and RB q in the current slot:
 
     SINR_{k,q} = p_q G_{j,k} |h_{j,k,q}|^2 / (sum_{j' != j} a_{j',q} p_q G_{j',k} |h_{j',k,q}|^2 + b_q N0)
     rate_{k,q} = b_q log2(1 + SINR_{k,q} / Gamma), optionally capped at b_q x max spectral efficiency
