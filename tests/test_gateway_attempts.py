@@ -296,6 +296,28 @@ async def test_a_client_that_leaves_the_stream_ends_it_once(read_first: bool) ->
         assert_ended_once(service, spies, Outcome.CLIENT_DISCONNECT)
 
 
+@pytest.mark.parametrize("leaves", ["at-done", "while-the-body-ends"])
+async def test_a_client_that_leaves_after_done_was_served(leaves: str) -> None:
+    """The openai client closes its connection at [DONE]. A backend that sends the body's last chunk later (uvicorn
+    writes it apart, and a busy vLLM late) kept the gateway reading after [DONE]; the client left meanwhile, and the
+    answer counted as abandoned: no success, no experience. CI lost experiences so (tests/test_loop_vllm.py)."""
+    async with backend(streamed(ROLE, TOKEN, USAGE, DONE, then="silence")) as url, gateway(url) as (service, spies):
+        relay = await ask(service, stream=True)
+        async for chunk in relay.stream:
+            if DONE in chunk:
+                break
+        if leaves == "at-done":
+            await relay.stream.aclose()
+        else:  # the response's task is cancelled while the gateway awaits the end of the body (the server's way)
+            reading = asyncio.create_task(read_all(relay.stream))
+            await asyncio.sleep(END_OF_BODY_WAIT_S / 4)
+            reading.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reading
+        await settle()
+        assert_ended_once(service, spies, Outcome.SUCCESS)
+
+
 async def test_a_request_cancelled_while_the_backend_thinks_ends_once() -> None:
     async with backend(silent) as url, gateway(url) as (service, spies):
         task = asyncio.create_task(ask(service, stream=False))

@@ -31,11 +31,28 @@ def pool(testbed) -> dict:
     ).json()
 
 
+def experience_lines(testbed) -> list[str]:
+    """The gateway's experience counters, every outcome (what a failure shows)."""
+    metrics = httpx.get(testbed.gateway_url.removesuffix("/v1") + "/metrics").text
+    return [line for line in metrics.splitlines() if line.startswith("edgecloud_gateway_experiences_total")]
+
+
 def stored_experiences(testbed) -> float:
     """The gateway's count of experiences the decision service stored (Good or Bad)."""
-    metrics = httpx.get(testbed.gateway_url.removesuffix("/v1") + "/metrics").text
     name = 'edgecloud_gateway_experiences_total{outcome="stored"} '
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(name))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in experience_lines(testbed) if line.startswith(name))
+
+
+def log_lines(testbed, *needles: str) -> list[str]:
+    """The services' log lines that mention any of ``needles``."""
+    lines = []
+    for log in sorted((testbed.state_dir / "logs").glob("*.log")):
+        lines += [
+            f"{log.name}: {line}"
+            for line in log.read_text(errors="replace").splitlines()
+            if any(n in line for n in needles)
+        ]
+    return lines
 
 
 def test_real_prompts_go_around_the_loop_with_real_vllm(vllm_testbed):
@@ -62,5 +79,6 @@ def test_real_prompts_go_around_the_loop_with_real_vllm(vllm_testbed):
     deadline = time.monotonic() + 30
     while stored_experiences(vllm_testbed) < stored_before + len(PROMPTS) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert stored_experiences(vllm_testbed) >= stored_before + len(PROMPTS)
+    diagnosis = [*experience_lines(vllm_testbed), *log_lines(vllm_testbed, "experience", "air report", "WARNING")]
+    assert stored_experiences(vllm_testbed) >= stored_before + len(PROMPTS), "\n".join(diagnosis[-60:])
     assert all(example["generation_s"] > 0 for example in pool(vllm_testbed)["examples"])

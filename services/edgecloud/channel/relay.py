@@ -98,7 +98,7 @@ class DeliveredTiming:
 
     arrived: float
     streamed: bool = True
-    upstream_finished: float | None = None  # the gateway's last byte reached the BS (before any backhaul)
+    upstream_finished: float | None = None  # [DONE] (or the end of the body) reached the BS, before any backhaul
     first_token: float | None = None
     last_release: float | None = None
     tokens: int = 0
@@ -212,6 +212,8 @@ class PacedAnswer:
             while (item := await queue.get()) is not _END:
                 event, tokens, future, ready_at = item
                 await self._release(future, ready_at, tokens)
+                if event == DONE_EVENT:  # the user has the whole answer: leaving now (as the openai client does,
+                    outcome = Outcome.SUCCESS  # at [DONE]) abandons nothing, and the air report still goes
                 yield event
             outcome = await reader
         finally:
@@ -226,13 +228,16 @@ class PacedAnswer:
             async for block in response.content.iter_any():
                 for raw in splitter.feed(block):
                     event = raw.strip() + b"\n\n"
+                    if event == DONE_EVENT and not done:
+                        self.timing.mark_upstream_finished()  # the BS has the whole answer; the body's end may lag
                     done = done or event == DONE_EVENT
                     errored = errored or event.startswith(ERROR_EVENT_START)
                     tokens = 1 if carries_token(event) else 0
                     queue.put_nowait((event, tokens, *self._queue(len(event), tokens)))
         except (TimeoutError, aiohttp.ClientError) as exc:
             logger.warning("gateway stream broke: %s", type(exc).__name__)
-        self.timing.mark_upstream_finished()
+        if not done:
+            self.timing.mark_upstream_finished()
         if not done and not errored:
             error = error_body("The gateway closed the stream before it was complete.", "upstream_error")
             event = b"data: " + error.model_dump_json().encode() + b"\n\n"

@@ -207,6 +207,11 @@ class StreamRelay:
         try:
             async for block in response.content.iter_any():
                 forward = state.take(splitter.feed(block))
+                if state.done:
+                    # The answer is whole once [DONE] goes to the client: a client that leaves then (the openai
+                    # client closes at [DONE]) did not abandon it, while the end of the body is still awaited.
+                    self.outcome = Outcome.SUCCESS
+                    self.timing.mark_finished()
                 if forward:
                     yield forward
                 if state.ended:
@@ -222,7 +227,8 @@ class StreamRelay:
                 response.release()
             else:
                 response.close()
-            self.timing.mark_finished()
+            if not state.done:
+                self.timing.mark_finished()
         if state.upstream_error:
             self.outcome = Outcome.UPSTREAM_ERROR
         elif not state.done:
