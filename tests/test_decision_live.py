@@ -71,6 +71,7 @@ def test_redis_down_keeps_decisions_flowing_and_buffers_experiences(decision, re
         assert answer.json()["source"] in ("cache", "llm", "fallback")
         buffered = httpx.post(f"{decision.base_url}/v1/experiences", json={**EXPERIENCE, "generation_s": 1.0})
         assert buffered.status_code == 200 and buffered.json()["buffered"]
+        assert buffered_gauge(decision) == 1  # was never set: it read 0 whatever waited
     finally:
         redis_server.start()
     # After its retry interval the service tries Redis again and flushes the buffer in order: the
@@ -86,6 +87,16 @@ def test_redis_down_keeps_decisions_flowing_and_buffers_experiences(decision, re
         time.sleep(0.2)
     later = httpx.post(f"{decision.base_url}/v1/experiences", json={**EXPERIENCE, "generation_s": 9.0}).json()
     assert (later["outcome"], later["buffered"]) == ("kept_existing", False)
+    assert buffered_gauge(decision) == 0
+
+
+def buffered_gauge(decision) -> float:
+    line = next(
+        line
+        for line in httpx.get(f"{decision.base_url}/metrics").text.splitlines()
+        if line.startswith("edgecloud_decision_buffered_experiences ")
+    )
+    return float(line.rsplit(" ", 1)[1])
 
 
 def test_decision_llm_down_falls_back(redis_server, tmp_path):

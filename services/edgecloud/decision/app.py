@@ -58,7 +58,10 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
         settings.llm_request_timeout_s,
         retry_after_s=settings.scoring_retry_s,
     )
-    service = DecisionService(settings, pool, scorer, DecisionMetrics(), redis_client=client)
+    metrics = DecisionMetrics()
+    if isinstance(pool, ResilientExperiencePool):
+        metrics.buffered.set_function(lambda: pool.buffered_count)
+    service = DecisionService(settings, pool, scorer, metrics, redis_client=client)
 
     def health_fields() -> dict[str, Any]:
         return {"policies": service.policy_names(), "llm_warm_up": service.warm_up_state}
