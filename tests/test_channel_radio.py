@@ -223,10 +223,24 @@ def test_random_waypoint_walks_the_distance_and_stays_in_the_cell():
 # ---- fast fading ---------------------------------------------------------------------------------------------
 
 
+# Trapezoidal intervals for Bessel's integral: the rule's error is 2 (J_2N(x) + J_4N(x) + ...), below 1e-15
+# for |x| < 200 with N = 256 (the tests need x = 2 pi f_d tau up to a few tens).
+BESSEL_NODES = 256
+
+
+def bessel_j0(x: Any) -> np.ndarray:
+    """Clarke's correlation J0, by Bessel's integral (1/pi) int_0^pi cos(x sin t) dt and the trapezoidal rule
+    (no scipy here; the rule converges geometrically for this smooth periodic integrand)."""
+    theta = np.linspace(0.0, np.pi, BESSEL_NODES + 1)
+    weights = np.full(BESSEL_NODES + 1, 1.0 / BESSEL_NODES)
+    weights[[0, -1]] *= 0.5
+    return np.cos(np.asarray(x, dtype=np.float64)[..., None] * np.sin(theta)) @ weights
+
+
 def test_bessel_j0_known_values():
     x = np.array([0.0, 1.0, 2.404825557695773, 5.0, 10.0])
     expected = [1.0, 0.7651976865579666, 0.0, -0.1775967713143383, -0.2459357644513483]
-    np.testing.assert_allclose(fading.bessel_j0(x), expected, atol=1e-12)
+    np.testing.assert_allclose(bessel_j0(x), expected, atol=1e-12)
 
 
 def test_doppler_shift_and_its_nyquist_limit():
@@ -253,9 +267,7 @@ def test_jakes_trace_is_rayleigh_with_clarke_autocorrelation_at_every_lag(speed_
     assert power.mean() == pytest.approx(1.0, abs=0.02)
     for lag in (1, 5, 20, 80):
         correlation = np.mean(np.roll(h, -lag, axis=0) * np.conj(h)) / power.mean()
-        assert correlation.real == pytest.approx(
-            float(fading.bessel_j0(2 * math.pi * doppler * lag * 0.5e-3)), abs=0.03
-        )
+        assert correlation.real == pytest.approx(float(bessel_j0(2 * math.pi * doppler * lag * 0.5e-3)), abs=0.03)
         assert abs(correlation.imag) < 0.03
     # |h|^2 ~ Exp(1): P(|h|^2 > x) = exp(-x), over samples a coherence time apart.
     sample = power[:: max(1, int(0.4 / (doppler * 0.5e-3)))].ravel()
@@ -297,7 +309,7 @@ def test_model_fading_power_is_exponential_and_correlated_slot_to_slot():
     power = np.array(trace)
     assert power.mean() == pytest.approx(1.0, abs=0.03)
     assert (power > 1.0).mean() == pytest.approx(math.exp(-1), abs=0.02)
-    rho = float(fading.bessel_j0(2 * math.pi * radio.params.doppler_hz * 0.5e-3))
+    rho = float(bessel_j0(2 * math.pi * radio.params.doppler_hz * 0.5e-3))
     assert rho == pytest.approx(0.66, abs=0.005)  # J0(2 pi 389 Hz x 0.5 ms) = J0(1.22) at 120 km/h
     centred = power - power.mean()
     lag1 = np.mean(centred[1:] * centred[:-1]) / centred.var()

@@ -12,9 +12,6 @@ and 51 RBs, more than a whole slot may cost at 50 times real time). Each link re
 the trace, from a random start slot and a random cyclic RB shift, as ns-3 LENA's
 ``TraceFadingLossModel`` does with its precomputed traces. Two links are correlated on an RB only if
 both their start slots lie within a coherence time and their shifts agree (docs/radio-model.md).
-
-No scipy: J0 is computed from Bessel's integral J0(x) = (1/pi) int_0^pi cos(x sin t) dt with the
-trapezoidal rule, which converges geometrically for this smooth periodic integrand.
 """
 
 from __future__ import annotations
@@ -22,22 +19,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
-# Trapezoidal intervals for Bessel's integral: the rule's error is 2 (J_2N(x) + J_4N(x) + ...), below 1e-15
-# for |x| < 200 with N = 256 (the tests need x = 2 pi f_d tau up to a few tens).
-BESSEL_NODES = 256
 HALF = 0.5  # each real dimension of CN(0, 1) has variance 1/2
-
-
-def bessel_j0(x: ArrayLike) -> NDArray[np.float64]:
-    """Bessel function of the first kind, order 0, by Bessel's integral (1/pi) int_0^pi cos(x sin t) dt."""
-    x = np.asarray(x, dtype=np.float64)
-    theta = np.linspace(0.0, np.pi, BESSEL_NODES + 1)
-    weights = np.full(BESSEL_NODES + 1, 1.0 / BESSEL_NODES)
-    weights[[0, -1]] *= HALF
-    values = np.cos(x[..., None] * np.sin(theta)) @ weights
-    return np.asarray(values, dtype=np.float64)
 
 
 def complex_gaussian(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.complex64]:
