@@ -6,7 +6,8 @@ the scheduler decides at slot boundaries. Submissions may lie in the future (the
 of an offloaded answer); they are queued in time order, interleaved exactly with the slots, so the
 delivery times do not depend on how often ``advance_to`` is called. The live pacer calls it every
 few milliseconds of wall time; an experiment calls ``deliver`` once for thousands of items in
-virtual time. Both get the same schedule.
+virtual time. Both get the same schedule, and the compiled cell runs the arrivals of a call inside its
+batches of slots (``Cell.run_until``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from edgecloud.channel.cell import Cell, SlotDelivery
+from edgecloud.channel.cell import Arrival, Cell, SlotDelivery
 
 
 @dataclass(frozen=True)
@@ -61,18 +62,14 @@ class AirInterface:
         A slot runs at its start, as a real scheduler decides then; its deliveries, at its end, may
         lie up to one slot after ``now``, so the pacer can release them on time, not a tick late.
         """
-        deliveries: list[Delivery] = []
+        arrivals: list[Arrival] = []
+        ready_times: list[float] = []
         while self._pending and self._pending[0][0] <= now:
             ready_time, _, item = heapq.heappop(self._pending)
-            deliveries.extend(self._run_until(self._first_slot_from(ready_time)))
-            if self.cell.enqueue(item.user_id, item.bits, item.key, item.flow) is not None:
-                deliveries.append(Delivery(item.key, item.user_id, ready_time))  # nothing to send, nothing ahead
+            arrivals.append(Arrival(self._first_slot_from(ready_time), item.user_id, item.bits, item.key, item.flow))
+            ready_times.append(ready_time)
         started = max(math.floor((now - self.start_time) / self.slot_duration_s + 1e-9) + 1, 0)
-        deliveries.extend(self._run_until(started))
-        return deliveries
-
-    def _run_until(self, slot: int) -> list[Delivery]:
-        return [self._timed(delivery) for delivery in self.cell.run_until(slot)]
+        return [self._timed(delivery, ready_times) for delivery in self.cell.run_until(started, arrivals)]
 
     def cancel(self, user_id: str, flow: int) -> list[Delivery]:
         """Forget a flow: its pending submissions and its queued bits."""
@@ -86,9 +83,7 @@ class AirInterface:
         """Virtual time: submit everything, run to the last delivery, return the deliveries in time order."""
         for transmission in transmissions:
             self.submit(transmission)
-        deliveries: list[Delivery] = []
-        while self._pending:
-            deliveries.extend(self.advance_to(self._pending[0][0]))
+        deliveries = self.advance_to(max(entry[0] for entry in self._pending)) if self._pending else []
         max_slots = math.ceil(max_drain_s / self.slot_duration_s)
         deliveries.extend(self._timed(delivery) for delivery in self.cell.run_until_idle(max_slots))
         return deliveries
@@ -101,7 +96,10 @@ class AirInterface:
             return self._pending[0][0]
         return math.inf
 
-    def _timed(self, delivery: SlotDelivery) -> Delivery:
-        """At the end of the delivering slot; at the current slot's start for an item released by a cancel."""
+    def _timed(self, delivery: SlotDelivery, ready_times: list[float] | None = None) -> Delivery:
+        """At the end of the delivering slot; an empty item with nothing ahead when it arrived, at its ready time;
+        one released by a cancel, at the current slot's start."""
+        if delivery.arrival is not None and ready_times is not None:
+            return Delivery(delivery.key, delivery.user_id, ready_times[delivery.arrival])
         slot = delivery.slot if delivery.immediate else delivery.slot + 1
         return Delivery(delivery.key, delivery.user_id, self.slot_start(slot))

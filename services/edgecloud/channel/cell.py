@@ -21,7 +21,7 @@ R_k(t+1) = (1 - 1/W) R_k(t) + (1/W) r_k(t), r_k the rate user k was served in sl
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -50,6 +50,18 @@ class SlotDelivery:
     user_id: str
     slot: int  # delivered at the end of this slot, or at its start when ``immediate``
     immediate: bool = False
+    arrival: int | None = None  # for an empty item delivered as it arrived: its index in ``run_until``'s arrivals
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Bits for a user that join its queue just before slot ``slot`` runs (``Cell.enqueue`` then)."""
+
+    slot: int
+    user_id: str
+    bits: float
+    key: Hashable
+    flow: int
 
 
 @dataclass
@@ -153,12 +165,14 @@ class Cell:
 
     # --- queues ------------------------------------------------------------------------------
 
-    def enqueue(self, user_id: str, bits: float, key: Hashable, flow: int) -> SlotDelivery | None:
+    def enqueue(
+        self, user_id: str, bits: float, key: Hashable, flow: int, arrival: int | None = None
+    ) -> SlotDelivery | None:
         """Queue ``bits`` for the user from the next slot on; an empty item behind nothing is delivered now."""
         user = self.users[user_id]
         user.last_active_slot = self.slot
         if bits <= BITS_EPSILON and not user.queue:
-            return SlotDelivery(key, user_id, self.slot, immediate=True)
+            return SlotDelivery(key, user_id, self.slot, immediate=True, arrival=arrival)
         user.queue.append(QueuedItem(key, flow, max(bits, 0.0)))
         user.queued_bits += max(bits, 0.0)
         self._note_waiting(user)
@@ -190,45 +204,75 @@ class Cell:
 
     # --- time --------------------------------------------------------------------------------
 
-    def run_until(self, slot: int) -> list[SlotDelivery]:
-        """Run every slot before ``slot``; slots with nobody waiting are skipped in one step."""
+    def run_until(self, slot: int, arrivals: Sequence[Arrival] = ()) -> list[SlotDelivery]:
+        """Run every slot before ``slot``, each arrival queued just before its slot (those due by now at once,
+        those due at ``slot`` last); slots with nobody waiting are skipped in one step.
+
+        ``arrivals`` are in slot order. The compiled path runs the arrivals of a batch inside it, so a call
+        costs one batch whatever the number of slots at which something arrives.
+        """
         deliveries: list[SlotDelivery] = []
-        while self.slot < slot:
-            if self.backlogged:
-                deliveries.extend(self._run_slots(slot - self.slot))
+        taken = 0  # arrivals queued so far
+        while True:
+            while taken < len(arrivals) and arrivals[taken].slot <= self.slot:
+                arrival = arrivals[taken]
+                delivered = self.enqueue(arrival.user_id, arrival.bits, arrival.key, arrival.flow, taken)
+                deliveries.extend([delivered] if delivered is not None else [])
+                taken += 1
+            if self.slot >= slot:
+                return deliveries
+            if not self.backlogged:
+                upcoming = arrivals[taken].slot if taken < len(arrivals) else slot
+                self._idle(min(upcoming, slot) - self.slot)
+            elif self.compiled:
+                end = self.slot + self._batch_slots(slot - self.slot)
+                inside = taken
+                while inside < len(arrivals) and arrivals[inside].slot < end:
+                    inside += 1
+                deliveries.extend(self._run_slots(end - self.slot, arrivals, taken, inside))
+                taken = inside
             else:
-                self._idle(slot - self.slot)
-        return deliveries
+                deliveries.extend(self._run_slot())
 
     def run_until_idle(self, max_slots: int) -> list[SlotDelivery]:
         """Run slots until every queue is empty (at most ``max_slots``)."""
         deliveries: list[SlotDelivery] = []
         limit = self.slot + max_slots
         while self.backlogged and self.slot < limit:
-            deliveries.extend(self._run_slots(limit - self.slot))
+            if self.compiled:
+                deliveries.extend(self._run_slots(self._batch_slots(limit - self.slot), (), 0, 0))
+            else:
+                deliveries.extend(self._run_slot())
         return deliveries
 
-    def _run_slots(self, max_slots: int) -> list[SlotDelivery]:
-        """At least one slot and at most ``max_slots``: compiled (until nobody waits) or one in Python.
+    def _run_slots(self, n_slots: int, arrivals: Sequence[Arrival], first: int, end: int) -> list[SlotDelivery]:
+        """At most ``n_slots`` compiled slots, ``arrivals[first:end]`` (all due within them) queued inside.
 
-        Only the users with bits waiting go to the kernel (nobody starts waiting within a batch); the
-        others' PF averages decay slot by slot here, as the Python loop decays them.
+        Only the users with bits waiting or arriving go to the kernel; the others' PF averages decay slot by
+        slot here, as the Python loop decays them.
         """
-        if not self.compiled:
-            return self._run_slot()
         channel = cast(CompiledChannel, self.channel)
-        rows = self._waiting_rows()
+        arriving = arrivals[first:end]
+        waiting_or_arriving = {self._row[user_id] for user_id in self._waiting}
+        waiting_or_arriving.update(self._row[arrival.user_id] for arrival in arriving)
+        rows = np.array(sorted(waiting_or_arriving), dtype=np.int64)
         users = [self._order[row] for row in rows]
         handles = [user.handle for user in users]
-        queue_lengths = np.array([len(user.queue) for user in users], dtype=np.int64)
-        item_end = np.cumsum(queue_lengths)
+        index_of = {user.user_id: index for index, user in enumerate(users)}
+        queued = np.array([len(user.queue) for user in users], dtype=np.int64)
+        arrival_user = np.array([index_of[arrival.user_id] for arrival in arriving], dtype=np.int64)
+        for arrival in arriving:  # behind the user's queue, in arrival order; the kernel counts each from its slot
+            self.users[arrival.user_id].queue.append(QueuedItem(arrival.key, arrival.flow, max(arrival.bits, 0.0)))
+        lengths = np.array([len(user.queue) for user in users], dtype=np.int64)
+        item_head = np.cumsum(lengths) - lengths
+        arrival_item = item_head[arrival_user] + queued[arrival_user] + _rank_within(arrival_user, len(users))
         queues = slot_kernel.QueueState(
             cell_of=channel.serving_cells(handles) if channel.num_cells > 1 else np.zeros(len(users), dtype=np.int64),
             need_bits=np.array([user.queued_bits for user in users]),
             item_bits=np.array([item.remaining_bits for user in users for item in user.queue], dtype=np.float64),
-            item_head=item_end - queue_lengths,
-            item_end=item_end,
-            delivered_slot=np.full(int(item_end[-1]), slot_kernel.NOT_DELIVERED),
+            item_head=item_head,
+            item_end=item_head + queued,
+            delivered_slot=np.full(int(lengths.sum()), slot_kernel.NOT_DELIVERED),
             average_bps=self._average_bps[rows],
             delivered_bits=self._delivered_bits[rows],
             granted_bits=self._granted_bits[rows],
@@ -236,12 +280,15 @@ class Cell:
             backlogged_slots=self._backlogged_slots[rows],
             active_slot=np.full(len(users), -1),
             statistics=np.array([self.cell_throughput_bps, self.rb_utilisation]),
+            arrival_slot=np.array([arrival.slot - self.slot for arrival in arriving], dtype=np.int64),
+            arrival_user=arrival_user,
+            arrival_item=arrival_item,
         )
-        first_items = queues.item_head.copy()
+        first_items = item_head.copy()
         ran = slot_kernel.run_slots(
             channel.links(handles),
             queues,
-            min(max_slots, MAX_BATCH_SLOTS, channel.slots_until_update()),
+            n_slots,
             self.slot,
             cast(int, self._kernel_policy),
             self._pf_forget,
@@ -260,13 +307,22 @@ class Cell:
         self._granted_rbs[rows] = queues.granted_rbs
         self._backlogged_slots[rows] = queues.backlogged_slots
         self.cell_throughput_bps, self.rb_utilisation = (float(value) for value in queues.statistics)
-        completed: list[tuple[int, int, int, SlotDelivery]] = []
+        arrival_of_item = dict(zip(arrival_item.tolist(), range(first, end), strict=True))
+        # In the order the Python loop hands them out: by slot; at a slot, the empty items that arrived at its
+        # start (in arrival order) before the items it carried (by row, then queue order).
+        completed: list[tuple[int, int, int, int, SlotDelivery]] = []
         for index, user in enumerate(users):
             user.queued_bits = float(queues.need_bits[index])
             for item in range(first_items[index], queues.item_head[index]):
                 done = user.queue.popleft()
                 slot = int(queues.delivered_slot[item])
-                completed.append((slot, index, item, SlotDelivery(done.key, user.user_id, slot)))
+                if slot == slot_kernel.ARRIVED_EMPTY:
+                    number = arrival_of_item[item]
+                    slot = arrivals[number].slot
+                    delivery = SlotDelivery(done.key, user.user_id, slot, immediate=True, arrival=number)
+                    completed.append((slot, 0, number, 0, delivery))
+                else:
+                    completed.append((slot, 1, index, item, SlotDelivery(done.key, user.user_id, slot)))
             if user.queue:
                 user.queue[0].remaining_bits = float(queues.item_bits[queues.item_head[index]])
             else:
@@ -276,10 +332,17 @@ class Cell:
             self._note_waiting(user)
         self.slot += ran
         channel.advance(ran)
-        completed.sort(key=lambda entry: entry[:3])  # by slot, then row, then queue order: as _run_slot hands out
-        return [delivery for *_, delivery in completed]
+        completed.sort(key=lambda entry: entry[:4])
+        return [entry[4] for entry in completed]
+
+    def _batch_slots(self, wanted: int) -> int:
+        """Slots the next compiled batch may run: at most ``wanted``, ``MAX_BATCH_SLOTS``, and none past the radio's
+        next large-scale update."""
+        return min(wanted, MAX_BATCH_SLOTS, cast(CompiledChannel, self.channel).slots_until_update())
 
     def _idle(self, n_slots: int) -> None:
+        """Slots with nobody waiting: PF averages and statistics decay, and no site grants anything."""
+        self.channel.record_grants(np.zeros((len(self._schedulers), self.channel.num_rbs), dtype=bool))
         self.channel.advance(n_slots)
         self._average_bps *= (1.0 - self._pf_forget) ** n_slots
         decay = (1.0 - self._stats_forget) ** n_slots
@@ -393,3 +456,13 @@ class Cell:
             user.queued_bits = 0.0
         self._note_waiting(user)
         return deliveries
+
+
+def _rank_within(groups: np.ndarray, num_groups: int) -> np.ndarray:
+    """For each entry, how many entries of its group come before it (0, 1, 2, ... within each group)."""
+    order = np.argsort(groups, kind="stable")
+    counts = np.bincount(groups, minlength=num_groups)
+    starts = np.cumsum(counts) - counts
+    ranks = np.empty(len(groups), dtype=np.int64)
+    ranks[order] = np.arange(len(groups)) - np.repeat(starts, counts)
+    return ranks

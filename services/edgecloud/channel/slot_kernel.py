@@ -48,6 +48,7 @@ BITS_EPSILON = 1e-6
 MIN_AVERAGE_THROUGHPUT_BPS = 1e-3
 NO_WINNER = -1
 NOT_DELIVERED = -1
+ARRIVED_EMPTY = -2  # an empty item that arrived behind nothing: delivered when it arrived, no slot carried it
 # Slots of rates computed at once, link by link (see _rates): 16 ms; ours, past where longer blocks stopped helping.
 RATE_BLOCK_SLOTS = 32
 # Below this many user-slots a batch runs on one thread: starting the threads costs more (ours, measured).
@@ -88,6 +89,11 @@ class QueueState:
     Each user's queued items are ``item_bits[item_head[k]:item_end[k]]``, head first; the kernel takes
     delivered bits off them and writes the delivering slot of every item it completes into
     ``delivered_slot`` (``NOT_DELIVERED`` otherwise), advancing ``item_head``.
+
+    Items that arrive during the batch follow their user's queued ones in ``item_bits``, in arrival order:
+    arrival a queues item ``arrival_item[a]`` of user ``arrival_user[a]`` just before the batch's slot
+    ``arrival_slot[a]`` (sorted by slot; ``Cell.enqueue``'s rules: an empty item behind nothing is delivered
+    at once, ``ARRIVED_EMPTY``), so one call runs what would be a call per arrival slot.
     """
 
     cell_of: NDArray[np.int64]  # each user's cell (0 .. cells - 1)
@@ -101,8 +107,11 @@ class QueueState:
     granted_bits: NDArray[np.float64]
     granted_rbs: NDArray[np.int64]
     backlogged_slots: NDArray[np.int64]
-    active_slot: NDArray[np.int64]  # out: the last slot index in which each user had bits delivered (-1: none)
+    active_slot: NDArray[np.int64]  # out: the last slot index in which each user had bits delivered or queued
     statistics: NDArray[np.float64]  # [cell throughput bps, RB utilisation], exponentially averaged
+    arrival_slot: NDArray[np.int64]  # batch slot (0 = first) before which each arrival is queued, non-decreasing
+    arrival_user: NDArray[np.int64]
+    arrival_item: NDArray[np.int64]
 
 
 def slot_rates(links: SlotLinks, *, sinr: bool = False) -> NDArray[np.float64]:
@@ -145,9 +154,10 @@ def run_slots(
     stats_forget: float,
     num_cells: int,
 ) -> int:
-    """Run up to ``max_slots`` slots, until nobody has bits waiting; return the slots run.
+    """Run up to ``max_slots`` slots, until nobody has bits waiting or arriving; return the slots run.
 
-    ``first_slot`` is the cell's index of the first slot (for ``active_slot`` and ``delivered_slot``).
+    ``first_slot`` is the cell's index of the first slot (for ``active_slot`` and ``delivered_slot``); every
+    arrival's slot lies below ``max_slots``.
     """
     threaded = num_cells > 1 and len(queues.need_bits) * max_slots >= THREADED_WORK
     kernel = _run_slots_threaded if threaded else _run_slots_serial
@@ -198,6 +208,9 @@ def _slot_arguments(
         queues.backlogged_slots,
         queues.active_slot,
         queues.statistics,
+        queues.arrival_slot,
+        queues.arrival_user,
+        queues.arrival_item,
         policy,
         pf_forget,
         stats_forget,
@@ -246,6 +259,9 @@ def compile_ahead() -> None:
         backlogged_slots=np.zeros(1, dtype=np.int64),
         active_slot=np.full(1, -1),
         statistics=np.zeros(2),
+        arrival_slot=np.zeros(0, dtype=np.int64),
+        arrival_user=np.zeros(0, dtype=np.int64),
+        arrival_item=np.zeros(0, dtype=np.int64),
     )
     slot_rates(links)
     slot_rates(links, sinr=True)
@@ -595,6 +611,9 @@ def _slots(  # pragma: no cover
     backlogged_slots: NDArray[np.int64],
     active_slot: NDArray[np.int64],
     statistics: NDArray[np.float64],
+    arrival_slot: NDArray[np.int64],
+    arrival_user: NDArray[np.int64],
+    arrival_item: NDArray[np.int64],
     policy: int,
     pf_forget: float,
     stats_forget: float,
@@ -643,6 +662,9 @@ def _slots(  # pragma: no cover
             granted_rbs,
             backlogged_slots,
             active_slot,
+            arrival_slot,
+            arrival_user,
+            arrival_item,
             slot_bits,
             slot_rbs,
             policy,
@@ -754,13 +776,17 @@ def _run_cells(  # pragma: no cover
     granted_rbs: NDArray[np.int64],
     backlogged_slots: NDArray[np.int64],
     active_slot: NDArray[np.int64],
+    arrival_slot: NDArray[np.int64],
+    arrival_user: NDArray[np.int64],
+    arrival_item: NDArray[np.int64],
     slot_bits: NDArray[np.float64],
     slot_rbs: NDArray[np.float64],
     policy: int,
     pf_forget: float,
     num_cells: int,
 ) -> int:
-    """The slots of the users ``members``, served by the ``cells``; returns the slots until none had bits waiting."""
+    """The slots of the users ``members``, served by the ``cells``; returns the slots until none had bits waiting
+    and none of theirs was still to arrive."""
     num_users = users.shape[0]
     num_rbs = trace.shape[1]
     block = 1 if use_scheduled and num_cells > 1 else min(RATE_BLOCK_SLOTS, num_slots)
@@ -775,21 +801,53 @@ def _run_cells(  # pragma: no cover
     eligible = np.empty(members.shape[0], dtype=np.int64)
     freed = np.zeros((num_cells, num_rbs), dtype=np.bool_)
     own = np.empty(num_rbs, dtype=np.int64)
+    member = np.zeros(num_users, dtype=np.bool_)
+    member[members] = True
+    last_arrival = -1  # the batch slot of the members' last arrival
+    for a in range(arrival_slot.shape[0]):
+        if member[arrival_user[a]]:
+            last_arrival = arrival_slot[a]
+    arriving = np.zeros(num_users, dtype=np.bool_)
+    rated = np.empty(members.shape[0], dtype=np.int64)
+    next_arrival = 0
     for i in range(num_slots):
+        while next_arrival < arrival_slot.shape[0] and arrival_slot[next_arrival] <= i:
+            k = arrival_user[next_arrival]
+            if member[k]:
+                _arrive(k, arrival_item[next_arrival], need, item_bits, item_head, item_end, delivered_slot)
+                active_slot[k] = first_slot + i
+            next_arrival += 1
         waiting = 0
         for k in members:
             if need[k] > BITS_EPSILON:
                 backlogged[waiting] = k
                 waiting += 1
         if waiting == 0:
-            return i
+            if i >= last_arrival:  # and nothing of theirs still to arrive
+                return i
+            for k in members:  # nobody waits until the next arrival: the slot passes with no grant
+                average[k] += pf_forget * (0.0 - average[k])
+            for cell in cells:
+                if scheduling[cell]:
+                    scheduled_rbs[cell, :] = 0.0
+            continue
         now = backlogged[:waiting]
-        if i == block_end:  # the next block of rates, for who is waiting now (nobody starts waiting in a batch)
+        if i >= block_end:  # the next block of rates: for who waits now or arrives within the block
             block_start, block_end = i, min(i + block, num_slots)
+            for a in range(next_arrival, arrival_slot.shape[0]):
+                if arrival_slot[a] >= block_end:
+                    break
+                arriving[arrival_user[a]] = True
+            count = 0
+            for k in members:
+                if need[k] > BITS_EPSILON or arriving[k]:
+                    rated[count] = k
+                    count += 1
+                    arriving[k] = False
             _rates(
                 rates,
                 users,
-                now,
+                rated[:count],
                 fading_slot + i,
                 block_end - block_start,
                 fading_block,
@@ -838,6 +896,26 @@ def _run_cells(  # pragma: no cover
                 for q in range(num_rbs):
                     scheduled_rbs[cell, q] = 1.0 if winners[cell, q] >= 0 else 0.0
     return num_slots
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _arrive(  # pragma: no cover
+    k: int,
+    item: int,
+    need: NDArray[np.float64],
+    item_bits: NDArray[np.float64],
+    item_head: NDArray[np.int64],
+    item_end: NDArray[np.int64],
+    delivered_slot: NDArray[np.int64],
+) -> None:
+    """``Cell.enqueue``: the item joins the user's queue; an empty one behind nothing is delivered as it arrives."""
+    if item_bits[item] <= BITS_EPSILON and item_head[k] == item_end[k]:
+        delivered_slot[item] = ARRIVED_EMPTY
+        item_head[k] = item + 1
+        item_end[k] = item + 1
+        return
+    need[k] += item_bits[item]
+    item_end[k] = item + 1
 
 
 @numba.njit(cache=True, error_model="numpy")
