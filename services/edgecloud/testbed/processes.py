@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,13 +24,44 @@ HealthCheck = Callable[[], bool]
 # How often a starting process is polled, and how long a stopping one gets before SIGKILL.
 POLL_INTERVAL_S = 0.25
 STOP_GRACE_S = 10.0
+# free_port picks below the kernel's ephemeral range, where no outgoing connection takes a local port: one
+# chosen by bind(0) lies in that range and a client's connect() took it before the server bound it (CI,
+# "address already in use"). The floor is ours; the range is Linux's default when it cannot be read.
+FREE_PORT_FLOOR = 20_000
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+DEFAULT_EPHEMERAL_LOW = 32_768
+FREE_PORT_TRIES = 200
+_handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
+    """A TCP port on loopback that nothing uses right now, outside the ephemeral range, not handed out before by
+    this process (falls back to the kernel's choice if that range leaves no room)."""
+    ephemeral_low = _ephemeral_low()
+    for _ in range(FREE_PORT_TRIES if ephemeral_low > FREE_PORT_FLOOR else 0):
+        port = random.randrange(FREE_PORT_FLOOR, ephemeral_low)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_EPHEMERAL_LOW
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def http_ok(url: str, ready: Callable[[Any], bool] | None = None) -> HealthCheck:
