@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import csv
 import json
+import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -65,8 +66,10 @@ async def test_measured_ttft_and_tpot_match_the_profile_within_5_percent(simulat
                              max_tokens=32, seed=2)  # fmt: skip
     assert all(record.ok and record.output_tokens == 32 for record in point.records)
     assert {record.token_source for record in point.records} == {"usage"}
-    ttft = sum(record.ttft_s for record in point.records) / len(point.records)
-    tpot = sum(record.tpot_s for record in point.records) / len(point.records)
+    # Medians: the session's vLLM testbed shares the two cores, and a CI run measured a mean TTFT of 0.387 s (2.5 s
+    # of stalls over 16 requests); a mismeasurement of the load generator would move every request.
+    ttft = statistics.median(record.ttft_s for record in point.records)
+    tpot = statistics.median(record.tpot_s for record in point.records)
     assert ttft == pytest.approx(TTFT_S, rel=0.05)
     assert tpot == pytest.approx(TPOT_S, rel=0.05)
     assert point.max_in_flight <= 4
