@@ -530,30 +530,11 @@ def _grant(  # pragma: no cover
             freed[:, :] = False
             _granted_bits(granted, winners, rates, slot_s, cells, backlogged)
             return
-        for cell in cells:  # the freed RBs to the best still-eligible user of their cell
+        for cell in cells:  # the freed RBs to the best still-eligible user of their cell; no one outbids the rest
             for q in range(num_rbs):
-                if freed[cell, q]:
-                    best[cell, q] = -np.inf
-        _assign_freed(winners, best, rates, scale, cell_of, eligible, freed)
+                best[cell, q] = -np.inf if freed[cell, q] else np.inf
+        _assign(winners, best, rates, scale, cell_of, eligible)
         freed[:, :] = False
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _assign_freed(  # pragma: no cover
-    winners: NDArray[np.int64],
-    best: NDArray[np.float64],
-    rates: NDArray[np.float64],
-    scale: NDArray[np.float64],
-    cell_of: NDArray[np.int64],
-    eligible: NDArray[np.int64],
-    freed: NDArray[np.bool_],
-) -> None:
-    for k in eligible:
-        cell, factor = cell_of[k], scale[k]
-        for q in range(rates.shape[1]):
-            if freed[cell, q] and rates[k, q] * factor > best[cell, q]:
-                best[cell, q] = rates[k, q] * factor
-                winners[cell, q] = k
 
 
 @numba.njit(cache=True, error_model="numpy")
