@@ -35,13 +35,16 @@ from edgecloud.channel.schedulers import Scheduler
 BITS_EPSILON = slot_kernel.BITS_EPSILON
 # Longest batch of compiled slots (128 ms): bounds the kernel's per-slot records, not the schedule.
 MAX_BATCH_SLOTS = 256
+# Items a user's queue ring holds before the rings grow (they double): a few SSE chunks. Ours.
+INITIAL_QUEUE_CAPACITY = 8
 
 
 @dataclass
 class QueuedItem:
+    """What the caller knows an item by; its bits wait in the cell's queue arrays."""
+
     key: Hashable  # returned in the delivery, so the caller knows what arrived
     flow: int  # the response it belongs to; a cancelled flow's items leave the queue
-    remaining_bits: float
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,7 @@ class Arrival:
 class User:
     user_id: str
     handle: int  # the channel model's handle
-    queue: deque[QueuedItem] = field(default_factory=deque)
-    queued_bits: float = 0.0
-    last_active_slot: int = 0
-
-    @property
-    def backlogged(self) -> bool:
-        return self.queued_bits > BITS_EPSILON
+    queue: deque[QueuedItem] = field(default_factory=deque)  # head first, as the bits in the cell's ring
 
 
 @dataclass(frozen=True)
@@ -90,6 +87,11 @@ class UserTraffic:
 
 
 class Cell:
+    """Users' queues and counters live in arrays by row (a user's row is its place in ``_order``), so the
+    compiled loop reads and updates them for all users at once. A user's queued items are a ring of bits,
+    ``_item_bits[row, (_item_head[row] + i) % capacity]`` for ``i < _item_count[row]``, head first, in the
+    order of ``User.queue``'s keys."""
+
     def __init__(
         self,
         channel: ChannelModel,
@@ -110,7 +112,12 @@ class Cell:
         self.users: dict[str, User] = {}
         self._order: list[User] = []  # row order of the arrays below
         self._row: dict[str, int] = {}  # user id -> row
-        self._waiting: set[str] = set()  # users with bits queued (kept as queues change: the slot loop asks often)
+        self._handles = np.zeros(0, dtype=np.int64)
+        self._queued_bits = np.zeros(0)  # bits waiting per row
+        self._last_active = np.zeros(0, dtype=np.int64)  # the last slot a row queued or had bits delivered
+        self._item_bits = np.zeros((0, INITIAL_QUEUE_CAPACITY))
+        self._item_head = np.zeros(0, dtype=np.int64)
+        self._item_count = np.zeros(0, dtype=np.int64)
         self._average_bps = np.zeros(0)  # PF averaged throughput per row
         self._delivered_bits = np.zeros(0)  # cumulative per row
         self._granted_bits = np.zeros(0)
@@ -125,10 +132,16 @@ class Cell:
     # --- users -------------------------------------------------------------------------------
 
     def attach(self, user_id: str, position: tuple[float, float] | None = None) -> User:
-        user = User(user_id, self.channel.add_ue(position), last_active_slot=self.slot)
+        user = User(user_id, self.channel.add_ue(position))
         self.users[user_id] = user
         self._row[user_id] = len(self._order)
         self._order.append(user)
+        self._handles = np.append(self._handles, user.handle)
+        self._queued_bits = np.append(self._queued_bits, 0.0)
+        self._last_active = np.append(self._last_active, self.slot)
+        self._item_bits = np.vstack([self._item_bits, np.zeros((1, self._item_bits.shape[1]))])
+        self._item_head = np.append(self._item_head, 0)
+        self._item_count = np.append(self._item_count, 0)
         self._average_bps = np.append(self._average_bps, 0.0)
         self._delivered_bits = np.append(self._delivered_bits, 0.0)
         self._granted_bits = np.append(self._granted_bits, 0.0)
@@ -141,7 +154,12 @@ class Cell:
         row = self._row[user_id]
         del self._order[row]
         self._row = {other.user_id: index for index, other in enumerate(self._order)}
-        self._waiting.discard(user_id)
+        self._handles = np.delete(self._handles, row)
+        self._queued_bits = np.delete(self._queued_bits, row)
+        self._last_active = np.delete(self._last_active, row)
+        self._item_bits = np.delete(self._item_bits, row, axis=0)
+        self._item_head = np.delete(self._item_head, row)
+        self._item_count = np.delete(self._item_count, row)
         self._average_bps = np.delete(self._average_bps, row)
         self._delivered_bits = np.delete(self._delivered_bits, row)
         self._granted_bits = np.delete(self._granted_bits, row)
@@ -163,19 +181,29 @@ class Cell:
             served_bps=delivered / busy_s if busy_s else 0.0,
         )
 
+    def queued_bits(self, user_id: str) -> float:
+        return float(self._queued_bits[self._row[user_id]])
+
+    def last_active_slot(self, user_id: str) -> int:
+        """The last slot in which the user queued bits or had bits delivered (its attach slot if never)."""
+        return int(self._last_active[self._row[user_id]])
+
     # --- queues ------------------------------------------------------------------------------
 
     def enqueue(
         self, user_id: str, bits: float, key: Hashable, flow: int, arrival: int | None = None
     ) -> SlotDelivery | None:
         """Queue ``bits`` for the user from the next slot on; an empty item behind nothing is delivered now."""
-        user = self.users[user_id]
-        user.last_active_slot = self.slot
-        if bits <= BITS_EPSILON and not user.queue:
+        row = self._row[user_id]
+        self._last_active[row] = self.slot
+        if bits <= BITS_EPSILON and not self._item_count[row]:
             return SlotDelivery(key, user_id, self.slot, immediate=True, arrival=arrival)
-        user.queue.append(QueuedItem(key, flow, max(bits, 0.0)))
-        user.queued_bits += max(bits, 0.0)
-        self._note_waiting(user)
+        bits = max(bits, 0.0)
+        self._reserve(int(self._item_count[row]) + 1)
+        self._item_bits[row, self._tail(row)] = bits
+        self._item_count[row] += 1
+        self._queued_bits[row] += bits
+        self._order[row].queue.append(QueuedItem(key, flow))
         return None
 
     def cancel(self, user_id: str, flow: int) -> list[SlotDelivery]:
@@ -183,24 +211,66 @@ class Cell:
         user = self.users.get(user_id)
         if user is None:
             return []
-        user.queue = deque(item for item in user.queue if item.flow != flow)
-        user.queued_bits = sum(item.remaining_bits for item in user.queue)
-        released = self._drain(user, 0.0)
-        self._note_waiting(user)
+        row = self._row[user_id]
+        kept = [index for index, item in enumerate(user.queue) if item.flow != flow]
+        bits = self._item_bits[row, self._positions(row)[kept]]
+        user.queue = deque(user.queue[index] for index in kept)
+        self._item_bits[row, : len(kept)] = bits
+        self._item_head[row], self._item_count[row] = 0, len(kept)
+        self._queued_bits[row] = float(bits.sum())
+        released = self._drain(row, 0.0)
         return [SlotDelivery(delivery.key, user_id, self.slot, immediate=True) for delivery in released]
 
     @property
     def backlogged(self) -> bool:
-        return bool(self._waiting)
+        return bool((self._queued_bits > BITS_EPSILON).any())
 
-    def _note_waiting(self, user: User) -> None:
-        if user.backlogged:
-            self._waiting.add(user.user_id)
-        else:
-            self._waiting.discard(user.user_id)
+    @property
+    def backlogged_users(self) -> int:
+        return int(np.count_nonzero(self._queued_bits > BITS_EPSILON))
 
     def _waiting_rows(self) -> np.ndarray:
-        return np.array(sorted(self._row[user_id] for user_id in self._waiting), dtype=np.int64)
+        return np.flatnonzero(self._queued_bits > BITS_EPSILON)
+
+    def _positions(self, row: int) -> np.ndarray:
+        """Ring positions of the row's queued items, head first."""
+        return (self._item_head[row] + np.arange(self._item_count[row])) % self._item_bits.shape[1]
+
+    def _tail(self, row: int) -> int:
+        return int((self._item_head[row] + self._item_count[row]) % self._item_bits.shape[1])
+
+    def _reserve(self, items: int) -> None:
+        """Room for ``items`` queued items in every ring: a full ring doubles, its items laid out from 0."""
+        capacity = self._item_bits.shape[1]
+        if items <= capacity:
+            return
+        grown = max(2 * capacity, items)
+        laid_out = np.zeros((len(self._order), grown))
+        columns = (self._item_head[:, None] + np.arange(capacity)) % capacity
+        laid_out[:, :capacity] = np.take_along_axis(self._item_bits, columns, axis=1)
+        self._item_bits = laid_out
+        self._item_head[:] = 0
+
+    def _drain(self, row: int, delivered_bits: float) -> list[SlotDelivery]:
+        """Take delivered bits off the head of the queue; items fully sent (and empty ones behind) are delivered."""
+        user = self._order[row]
+        ring, capacity = self._item_bits[row], self._item_bits.shape[1]
+        deliveries = []
+        self._queued_bits[row] = max(float(self._queued_bits[row]) - delivered_bits, 0.0)
+        budget = delivered_bits
+        head, count = int(self._item_head[row]), int(self._item_count[row])
+        while count:
+            sent = min(float(ring[head]), budget)
+            ring[head] -= sent
+            budget -= sent
+            if ring[head] > BITS_EPSILON:
+                break
+            head, count = (head + 1) % capacity, count - 1
+            deliveries.append(SlotDelivery(user.queue.popleft().key, user.user_id, self.slot))
+        self._item_head[row], self._item_count[row] = head, count
+        if not count:
+            self._queued_bits[row] = 0.0
+        return deliveries
 
     # --- time --------------------------------------------------------------------------------
 
@@ -248,43 +318,49 @@ class Cell:
     def _run_slots(self, n_slots: int, arrivals: Sequence[Arrival], first: int, end: int) -> list[SlotDelivery]:
         """At most ``n_slots`` compiled slots, ``arrivals[first:end]`` (all due within them) queued inside.
 
-        Only the users with bits waiting or arriving go to the kernel; the others' PF averages decay slot by
-        slot here, as the Python loop decays them.
+        Only the users with bits waiting or arriving go to the kernel, their queues gathered from the rings
+        and put back with numpy; the others' PF averages decay slot by slot here, as the Python loop decays
+        them. Python touches a user only for the items it had delivered.
         """
         channel = cast(CompiledChannel, self.channel)
         arriving = arrivals[first:end]
-        waiting_or_arriving = {self._row[user_id] for user_id in self._waiting}
-        waiting_or_arriving.update(self._row[arrival.user_id] for arrival in arriving)
-        rows = np.array(sorted(waiting_or_arriving), dtype=np.int64)
-        users = [self._order[row] for row in rows]
-        handles = [user.handle for user in users]
-        index_of = {user.user_id: index for index, user in enumerate(users)}
-        queued = np.array([len(user.queue) for user in users], dtype=np.int64)
-        arrival_user = np.array([index_of[arrival.user_id] for arrival in arriving], dtype=np.int64)
-        for arrival in arriving:  # behind the user's queue, in arrival order; the kernel counts each from its slot
-            self.users[arrival.user_id].queue.append(QueuedItem(arrival.key, arrival.flow, max(arrival.bits, 0.0)))
-        lengths = np.array([len(user.queue) for user in users], dtype=np.int64)
+        arrival_rows = np.array([self._row[arrival.user_id] for arrival in arriving], dtype=np.int64)
+        rows = np.union1d(self._waiting_rows(), arrival_rows)
+        index_of = np.empty(len(self._order), dtype=np.int64)
+        index_of[rows] = np.arange(len(rows))
+        arrival_user = index_of[arrival_rows]
+        # Each user's items in the kernel's flat layout: its queued items, then its arrivals in arrival order.
+        queued = self._item_count[rows]
+        arrived = np.bincount(arrival_user, minlength=len(rows))
+        lengths = queued + arrived
         item_head = np.cumsum(lengths) - lengths
-        arrival_item = item_head[arrival_user] + queued[arrival_user] + _rank_within(arrival_user, len(users))
+        capacity = self._item_bits.shape[1]
+        offsets = np.arange(int(lengths.sum())) - np.repeat(item_head, lengths)
+        row_of_item = np.repeat(rows, lengths)
+        item_bits = self._item_bits[row_of_item, (self._item_head[row_of_item] + offsets) % capacity]
+        arrival_item = item_head[arrival_user] + queued[arrival_user] + _rank_within(arrival_user, len(rows))
+        item_bits[arrival_item] = [max(arrival.bits, 0.0) for arrival in arriving]
+        for arrival in arriving:  # their keys behind the user's, in arrival order: the kernel counts each from its slot
+            self.users[arrival.user_id].queue.append(QueuedItem(arrival.key, arrival.flow))
+        handles = self._handles[rows]
         queues = slot_kernel.QueueState(
-            cell_of=channel.serving_cells(handles) if channel.num_cells > 1 else np.zeros(len(users), dtype=np.int64),
-            need_bits=np.array([user.queued_bits for user in users]),
-            item_bits=np.array([item.remaining_bits for user in users for item in user.queue], dtype=np.float64),
-            item_head=item_head,
+            cell_of=channel.serving_cells(handles) if channel.num_cells > 1 else np.zeros(len(rows), dtype=np.int64),
+            need_bits=self._queued_bits[rows],
+            item_bits=item_bits,
+            item_head=item_head.copy(),
             item_end=item_head + queued,
-            delivered_slot=np.full(int(lengths.sum()), slot_kernel.NOT_DELIVERED),
+            delivered_slot=np.full(len(item_bits), slot_kernel.NOT_DELIVERED),
             average_bps=self._average_bps[rows],
             delivered_bits=self._delivered_bits[rows],
             granted_bits=self._granted_bits[rows],
             granted_rbs=self._granted_rbs[rows],
             backlogged_slots=self._backlogged_slots[rows],
-            active_slot=np.full(len(users), -1),
+            active_slot=np.full(len(rows), -1),
             statistics=np.array([self.cell_throughput_bps, self.rb_utilisation]),
             arrival_slot=np.array([arrival.slot - self.slot for arrival in arriving], dtype=np.int64),
             arrival_user=arrival_user,
             arrival_item=arrival_item,
         )
-        first_items = item_head.copy()
         ran = slot_kernel.run_slots(
             channel.links(handles),
             queues,
@@ -306,32 +382,47 @@ class Cell:
         self._granted_bits[rows] = queues.granted_bits
         self._granted_rbs[rows] = queues.granted_rbs
         self._backlogged_slots[rows] = queues.backlogged_slots
+        self._queued_bits[rows] = queues.need_bits
         self.cell_throughput_bps, self.rb_utilisation = (float(value) for value in queues.statistics)
-        arrival_of_item = dict(zip(arrival_item.tolist(), range(first, end), strict=True))
-        # In the order the Python loop hands them out: by slot; at a slot, the empty items that arrived at its
-        # start (in arrival order) before the items it carried (by row, then queue order).
+        active = queues.active_slot >= 0
+        self._last_active[rows[active]] = queues.active_slot[active]
+        # The rings again: what is left of each user's items, from its new head, laid out from 0.
+        left = queues.item_end - queues.item_head
+        self._reserve(int(left.max(initial=0)))
+        capacity = self._item_bits.shape[1]
+        offsets = np.arange(int(left.sum())) - np.repeat(np.cumsum(left) - left, left)
+        self._item_bits[np.repeat(rows, left), offsets] = item_bits[np.repeat(queues.item_head, left) + offsets]
+        self._item_head[rows] = 0
+        self._item_count[rows] = left
+        completed = self._completed(rows, queues, item_head, arrival_item, arrivals, first)
+        self.slot += ran
+        channel.advance(ran)
+        return completed
+
+    def _completed(
+        self,
+        rows: np.ndarray,
+        queues: slot_kernel.QueueState,
+        first_items: np.ndarray,
+        arrival_item: np.ndarray,
+        arrivals: Sequence[Arrival],
+        first: int,
+    ) -> list[SlotDelivery]:
+        """The batch's deliveries in the order the Python loop hands them out: by slot; at a slot, the empty items
+        that arrived at its start (in arrival order) before the items it carried (by row, then queue order)."""
+        arrival_of_item = dict(zip(arrival_item.tolist(), range(first, first + len(arrival_item)), strict=True))
         completed: list[tuple[int, int, int, int, SlotDelivery]] = []
-        for index, user in enumerate(users):
-            user.queued_bits = float(queues.need_bits[index])
-            for item in range(first_items[index], queues.item_head[index]):
+        for index in np.flatnonzero(queues.item_head != first_items).tolist():
+            user = self._order[int(rows[index])]
+            for item in range(int(first_items[index]), int(queues.item_head[index])):
                 done = user.queue.popleft()
                 slot = int(queues.delivered_slot[item])
                 if slot == slot_kernel.ARRIVED_EMPTY:
                     number = arrival_of_item[item]
                     slot = arrivals[number].slot
-                    delivery = SlotDelivery(done.key, user.user_id, slot, immediate=True, arrival=number)
-                    completed.append((slot, 0, number, 0, delivery))
+                    completed.append((slot, 0, number, 0, SlotDelivery(done.key, user.user_id, slot, True, number)))
                 else:
                     completed.append((slot, 1, index, item, SlotDelivery(done.key, user.user_id, slot)))
-            if user.queue:
-                user.queue[0].remaining_bits = float(queues.item_bits[queues.item_head[index]])
-            else:
-                user.queued_bits = 0.0
-            if queues.active_slot[index] >= 0:
-                user.last_active_slot = int(queues.active_slot[index])
-            self._note_waiting(user)
-        self.slot += ran
-        channel.advance(ran)
         completed.sort(key=lambda entry: entry[:4])
         return [entry[4] for entry in completed]
 
@@ -352,13 +443,12 @@ class Cell:
 
     def _run_slot(self) -> list[SlotDelivery]:
         rows = self._waiting_rows()
-        users = [self._order[row] for row in rows]
-        handles = np.array([user.handle for user in users])
+        handles = self._handles[rows]
         rates_bps = self.channel.rates_bps(handles)
         rb_bits = rates_bps * self.channel.slot_duration_s
-        need_bits = np.array([user.queued_bits for user in users])
-        granted_bits = np.zeros(len(users))
-        granted_rbs = np.zeros(len(users), dtype=np.int64)
+        need_bits = self._queued_bits[rows]
+        granted_bits = np.zeros(len(rows))
+        granted_rbs = np.zeros(len(rows), dtype=np.int64)
         cell_grants = np.zeros((len(self._schedulers), self.channel.num_rbs), dtype=bool)
         for cell, scheduler, mine in self._cells_of(handles):
             winners = self._grant(
@@ -385,9 +475,8 @@ class Cell:
 
         deliveries: list[SlotDelivery] = []
         for index in np.flatnonzero(delivered_bits):
-            user = users[index]
-            user.last_active_slot = self.slot
-            deliveries.extend(self._drain(user, float(delivered_bits[index])))
+            self._last_active[rows[index]] = self.slot
+            deliveries.extend(self._drain(int(rows[index]), float(delivered_bits[index])))
         self.channel.advance(1)
         self.slot += 1
         return deliveries
@@ -437,25 +526,6 @@ class Cell:
                 return winners
             regrant = scheduler.assign(rates_bps, avg, handles, eligible)
             winners[freed] = regrant[freed]
-
-    def _drain(self, user: User, delivered_bits: float) -> list[SlotDelivery]:
-        """Take delivered bits off the head of the queue; items fully sent (and empty ones behind) are delivered."""
-        deliveries = []
-        user.queued_bits = max(user.queued_bits - delivered_bits, 0.0)
-        budget = delivered_bits
-        while user.queue:
-            head = user.queue[0]
-            sent = min(head.remaining_bits, budget)
-            head.remaining_bits -= sent
-            budget -= sent
-            if head.remaining_bits > BITS_EPSILON:
-                break
-            user.queue.popleft()
-            deliveries.append(SlotDelivery(head.key, user.user_id, self.slot))
-        if not user.queue:
-            user.queued_bits = 0.0
-        self._note_waiting(user)
-        return deliveries
 
 
 def _rank_within(groups: np.ndarray, num_groups: int) -> np.ndarray:

@@ -183,7 +183,7 @@ class AirService:
         idle = [self.cell.users[user_id] for user_id in among if not self._active_streams[user_id]]
         if not idle:
             raise if_none_idle
-        self._detach(min(idle, key=lambda user: user.last_active_slot).user_id)
+        self._detach(min(idle, key=lambda user: self.cell.last_active_slot(user.user_id)).user_id)
 
     def place(self, user_id: str, placement: UePlacement) -> UeReport:
         """Move a user (attaching it first); a position outside the layout is refused."""
@@ -216,7 +216,7 @@ class AirService:
             average_throughput_bps=traffic.average_bps,
             served_throughput_bps=traffic.served_bps,
             delivered_bytes=traffic.delivered_bits / 8,
-            queued_bytes=user.queued_bits / 8,
+            queued_bytes=self.cell.queued_bits(user_id) / 8,
             active_streams=self._active_streams[user_id],
         )
 
@@ -232,7 +232,7 @@ class AirService:
             time_s=self.clock.now() - self.air.start_time,
             slot=self.cell.slot,
             attached_ues=len(self.cell.users),
-            backlogged_ues=sum(user.backlogged for user in self.cell.users.values()),
+            backlogged_ues=self.cell.backlogged_users,
             sum_throughput_bps=self.cell.cell_throughput_bps,
             rb_utilisation=self.cell.rb_utilisation,
             jain_fairness=jain_index(served) if served.size else None,
