@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 from edgecloud.channel.cell import Arrival, Cell, SlotDelivery
@@ -96,10 +96,10 @@ class AirInterface:
             return self._pending[0][0]
         return math.inf
 
-    def _timed(self, delivery: SlotDelivery, ready_times: list[float] | None = None) -> Delivery:
-        """At the end of the delivering slot; an empty item with nothing ahead when it arrived, at its ready time;
-        one released by a cancel, at the current slot's start."""
-        if delivery.arrival is not None and ready_times is not None:
+    def _timed(self, delivery: SlotDelivery, ready_times: Sequence[float] = ()) -> Delivery:
+        """At the end of the delivering slot; an empty item with nothing ahead when it arrived, at its ready time
+        (``ready_times`` of the arrivals passed to the cell); one released by a cancel, at the current slot's start."""
+        if delivery.arrival is not None:
             return Delivery(delivery.key, delivery.user_id, ready_times[delivery.arrival])
         slot = delivery.slot if delivery.immediate else delivery.slot + 1
         return Delivery(delivery.key, delivery.user_id, self.slot_start(slot))

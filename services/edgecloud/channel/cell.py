@@ -291,29 +291,36 @@ class Cell:
                 taken += 1
             if self.slot >= slot:
                 return deliveries
-            if not self.backlogged:
+            if self.backlogged:
+                taken = self._run_batch(slot, arrivals, taken, deliveries)
+            else:
                 upcoming = arrivals[taken].slot if taken < len(arrivals) else slot
                 self._idle(min(upcoming, slot) - self.slot)
-            elif self.compiled:
-                end = self.slot + self._batch_slots(slot - self.slot)
-                inside = taken
-                while inside < len(arrivals) and arrivals[inside].slot < end:
-                    inside += 1
-                deliveries.extend(self._run_slots(end - self.slot, arrivals, taken, inside))
-                taken = inside
-            else:
-                deliveries.extend(self._run_slot())
 
     def run_until_idle(self, max_slots: int) -> list[SlotDelivery]:
         """Run slots until every queue is empty (at most ``max_slots``)."""
         deliveries: list[SlotDelivery] = []
         limit = self.slot + max_slots
         while self.backlogged and self.slot < limit:
-            if self.compiled:
-                deliveries.extend(self._run_slots(self._batch_slots(limit - self.slot), (), 0, 0))
-            else:
-                deliveries.extend(self._run_slot())
+            self._run_batch(limit, (), 0, deliveries)
         return deliveries
+
+    def _run_batch(self, until: int, arrivals: Sequence[Arrival], taken: int, deliveries: list[SlotDelivery]) -> int:
+        """At least one slot before ``until``: a compiled batch, with the arrivals from ``taken`` on that are due
+        within it queued inside, or one slot in Python. Its deliveries join ``deliveries``; returns the arrivals
+        taken so far."""
+        if not self.compiled:
+            deliveries.extend(self._run_slot())
+            return taken
+        # No batch runs past the radio's next large-scale update (a mobility step).
+        end = self.slot + min(
+            until - self.slot, MAX_BATCH_SLOTS, cast(CompiledChannel, self.channel).slots_until_update()
+        )
+        inside = taken
+        while inside < len(arrivals) and arrivals[inside].slot < end:
+            inside += 1
+        deliveries.extend(self._run_slots(end - self.slot, arrivals, taken, inside))
+        return inside
 
     def _run_slots(self, n_slots: int, arrivals: Sequence[Arrival], first: int, end: int) -> list[SlotDelivery]:
         """At most ``n_slots`` compiled slots, ``arrivals[first:end]`` (all due within them) queued inside.
@@ -389,7 +396,6 @@ class Cell:
         # The rings again: what is left of each user's items, from its new head, laid out from 0.
         left = queues.item_end - queues.item_head
         self._reserve(int(left.max(initial=0)))
-        capacity = self._item_bits.shape[1]
         offsets = np.arange(int(left.sum())) - np.repeat(np.cumsum(left) - left, left)
         self._item_bits[np.repeat(rows, left), offsets] = item_bits[np.repeat(queues.item_head, left) + offsets]
         self._item_head[rows] = 0
@@ -425,11 +431,6 @@ class Cell:
                     completed.append((slot, 1, index, item, SlotDelivery(done.key, user.user_id, slot)))
         completed.sort(key=lambda entry: entry[:4])
         return [entry[4] for entry in completed]
-
-    def _batch_slots(self, wanted: int) -> int:
-        """Slots the next compiled batch may run: at most ``wanted``, ``MAX_BATCH_SLOTS``, and none past the radio's
-        next large-scale update."""
-        return min(wanted, MAX_BATCH_SLOTS, cast(CompiledChannel, self.channel).slots_until_update())
 
     def _idle(self, n_slots: int) -> None:
         """Slots with nobody waiting: PF averages and statistics decay, and no site grants anything."""
