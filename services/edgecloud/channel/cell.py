@@ -326,8 +326,8 @@ class Cell:
         """At most ``n_slots`` compiled slots, ``arrivals[first:end]`` (all due within them) queued inside.
 
         Only the users with bits waiting or arriving go to the kernel, their queues gathered from the rings
-        and put back with numpy; the others' PF averages decay slot by slot here, as the Python loop decays
-        them. Python touches a user only for the items it had delivered.
+        and put back with numpy; the others' PF averages decay here by the batch's slots at once, as ``_idle``
+        decays them. Python touches a user only for the items it had delivered.
         """
         channel = cast(CompiledChannel, self.channel)
         arriving = arrivals[first:end]
@@ -378,12 +378,8 @@ class Cell:
             self._stats_forget,
             channel.num_cells,
         )
-        idle = np.ones(len(self._order), dtype=bool)
-        idle[rows] = False
-        waiting_none = self._average_bps[idle]
-        for _ in range(ran):
-            waiting_none += self._pf_forget * (0.0 - waiting_none)
-        self._average_bps[idle] = waiting_none
+        # In closed form: a numpy call per slot cost more than the kernel's slots of one cell (0.3 ms a batch).
+        self._average_bps *= (1.0 - self._pf_forget) ** ran
         self._average_bps[rows] = queues.average_bps
         self._delivered_bits[rows] = queues.delivered_bits
         self._granted_bits[rows] = queues.granted_bits
