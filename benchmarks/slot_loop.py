@@ -162,6 +162,14 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def cpu_model() -> str:
+    """The processor's name: the speeds differ by about two between the machines this project runs on."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
@@ -173,7 +181,9 @@ def main() -> None:
     results = measure(args.repeats, args.seed, args.python_curves)
     print(json.dumps(results, indent=2))
     if args.out:
-        args.out.write_text(json.dumps({"command": "benchmarks/slot_loop.py", "results": results}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"command": "benchmarks/slot_loop.py", "cpu": cpu_model(), "results": results}, indent=2) + "\n"
+        )
     if args.plot:
         plot(results, args.plot)
 
