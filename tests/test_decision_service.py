@@ -15,6 +15,7 @@ import pytest
 from edgecloud.core.vocabulary import Action
 from edgecloud.core.wire import MAX_EXPERIENCE_BATCH, WarmUp
 from edgecloud.decision.app import create_app
+from edgecloud.decision.llm_endpoint import CannotScore
 from edgecloud.decision.pool import InMemoryExperiencePool
 from edgecloud.decision.scoring import ScoreResult, ScoringError, ScoringPath
 from edgecloud.decision.service import DecisionService
@@ -389,9 +390,20 @@ async def test_a_decision_says_whether_it_may_be_remembered(client, scorer):
     assert latest["source"] == "llm" and not latest["valid_for_version"]  # its prompt changes with every experience
     baseline = (await client.post("/v1/decisions", json={**DECIDE, "policy": "always_edge"})).json()
     assert not baseline["valid_for_version"] and baseline["epsilon"] is None
+    assert scored["valid_for_s"] is None and cached["valid_for_s"] is None  # until the version or scorer changes
     scorer.failure = ScoringError("down")
     fallback = (await client.post("/v1/decisions", json={**DECIDE, "service_type": "chat"})).json()
-    assert fallback["source"] == "fallback" and not fallback["valid_for_version"]
+    assert fallback["source"] == "fallback" and not fallback["valid_for_version"] and fallback["valid_for_s"] is None
+
+
+async def test_a_fallback_while_the_llm_cannot_score_may_be_remembered_until_it_is_tried_again(client, scorer):
+    scorer.failure = CannotScore("no way to score", retry_after_s=30.0)
+    first = (await client.post("/v1/decisions", json=DECIDE)).json()
+    assert (first["source"], first["valid_for_version"], first["valid_for_s"]) == ("fallback", True, 30.0)
+    assert first["scorer"] and first["pool_version"] == 0
+    again = (await client.post("/v1/decisions", json=DECIDE)).json()  # the service's cache: the rest of the lifetime
+    assert again["source"] == "fallback" and again["valid_for_version"] and 29.0 < again["valid_for_s"] < 30.0
+    assert scorer.calls == 1
 
 
 async def test_a_callers_draw_decides_exploration_and_remembered_decisions_are_steps(scorer):

@@ -25,6 +25,7 @@ from edgecloud.core.redis_guard import redis_client
 from edgecloud.core.vocabulary import Action, ServiceType
 from edgecloud.core.wire import pool_scorer_key, pool_version_key
 from edgecloud.decision.app import create_app
+from edgecloud.decision.llm_endpoint import CannotScore
 from edgecloud.decision.pool import PoolNamespace
 from edgecloud.decision.redis_pool import RedisExperiencePool
 from edgecloud.decision.resilient_pool import ResilientExperiencePool
@@ -231,6 +232,34 @@ async def test_fallbacks_and_explorations_are_not_remembered(shared_server: Redi
         answers = [await client.decide(CHAT, 300) for _ in range(10)]
         assert {answer.source for answer in answers} == {"explore"}
         assert client.memory is not None and len(client.memory) == 0
+
+
+async def test_a_fallback_while_the_llm_cannot_score_is_remembered_until_the_service_tries_it_again(
+    shared_server: RedisServer,
+) -> None:
+    """A decision LLM that cannot score (a simulator) gets the pool's example from the service for every x; the
+    gateway keeps it, as the service's cache does, only until the service tries the LLM again."""
+    retry_s = 0.6
+    async with decision_service(shared_server.url) as decider, decision_client(decider) as (client, metrics):
+        decider.scorer.failure = CannotScore("no way to score", retry_after_s=retry_s)
+        first = await client.decide(CHAT, 300)
+        assert (first.source, first.pool_version) == ("fallback", 0)
+        seen = decider.decisions_seen()
+        for _ in range(5):
+            again = await client.decide(CHAT, 300)
+            assert (again.route, again.source, again.pool_version) == (first.route, "fallback", 0)
+        assert decider.decisions_seen() == seen  # answered by the gateway, said to be a fallback
+        assert memory_count(metrics, "hit") == 5 and decider.scorer.calls == 1
+        # A new pool version forgets it like any remembered answer.
+        await add_example(decider, ServiceType.CODING, Action.OFFLOAD, 6.0)
+        assert (await client.decide(CHAT, 300)).pool_version == 1
+        assert decider.decisions_seen() == seen + 1
+        # Once its time is up the service is asked, tries its LLM again, and now it scores.
+        decider.scorer.failure = None
+        await asyncio.sleep(retry_s)
+        scored = await client.decide(CHAT, 300)
+        assert scored.source == "llm" and decider.scorer.calls == 3
+        assert (await client.decide(CHAT, 300)).source == "cache"
 
 
 async def test_exploration_keeps_its_probability_on_memory_hits(shared_server: RedisServer) -> None:

@@ -116,7 +116,14 @@ class DecisionResponse(WireModel):
     valid_for_version: bool = Field(
         False,
         description="True when this answer holds for x until the pool version or the scorer changes (an LLM-scored "
-        "or cached answer of a policy whose prompt depends on the pool's version alone): it may be remembered.",
+        "or cached answer of a policy whose prompt depends on the pool's version alone, or a fallback while its LLM "
+        "cannot score, for valid_for_s): it may be remembered.",
+    )
+    valid_for_s: float | None = Field(
+        None,
+        ge=0,
+        description="For an answer that may be remembered for a while only (a fallback while the LLM cannot score, "
+        "until the service tries it again): how long. None: until the pool version or the scorer changes.",
     )
     scorer: str | None = Field(
         None, description="The fingerprint of the scorer that answered (the pool's scorer key holds the current one)."

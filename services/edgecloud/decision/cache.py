@@ -49,6 +49,13 @@ class DecisionCache(Generic[Value]):
         self.hits += 1
         return value
 
+    def remaining_s(self, key: CacheKey) -> float | None:
+        """How much longer the entry for ``key`` lives; None if it has no lifetime or is not here."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] is None:
+            return None
+        return max(entry[1] - self._clock(), 0.0)
+
     def put(self, key: CacheKey, value: Value, ttl_s: float | None = None) -> None:
         """Keep ``value`` for ``key``; for ``ttl_s`` seconds only if given."""
         self._entries[key] = (value, None if ttl_s is None else self._clock() + ttl_s)

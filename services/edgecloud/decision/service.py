@@ -158,9 +158,10 @@ class DecisionService:
         self.metrics.decisions.labels(request.policy, decision.source.value, decision.action.value).inc()
         self.metrics.latency.labels(request.policy, decision.source.value).observe(latency)
         version = decision.pool_version
+        held = decision.source is DecisionSource.FALLBACK and decision.valid_for_s is not None
         valid = (
             scorer is not None
-            and decision.source in (DecisionSource.LLM, DecisionSource.CACHE)
+            and (decision.source in (DecisionSource.LLM, DecisionSource.CACHE) or held)
             and version is not None
             and version >= 0
         )
@@ -177,6 +178,7 @@ class DecisionService:
             cell=request.cell,
             epsilon=policy.epsilon(),
             valid_for_version=valid,
+            valid_for_s=decision.valid_for_s if valid else None,
             scorer=scorer,
         )
 

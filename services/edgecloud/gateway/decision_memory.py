@@ -3,8 +3,10 @@
 The decision service caches an ICL answer by (pool, x, the exact prompt, the decision LLM's model), and the
 prompt of x is a function of the pool's version and the ICL method alone (``decision/cache.py``,
 ``decision/policies/icl.py``). So an answer the service marks ``valid_for_version`` (scored by its LLM, or
-from its cache of such scores; never an exploration or a fallback) holds for x until the pool's version or
-the scorer (model, method, scoring path: a fingerprint the service announces) changes. The gateway keeps
+from its cache of such scores; never an exploration) holds for x until the pool's version or the scorer
+(model, method, scoring path: a fingerprint the service announces) changes. A fallback holds only while the
+LLM cannot score: the service marks it too, with ``valid_for_s``, the time until it tries the LLM again, and
+the gateway forgets it then (other fallbacks, of a slow or failing LLM, are never remembered). The gateway keeps
 such answers under (cell, policy, x = (service type, token bin), pool version, scorer), and for each
 decision reads the pool's current version and scorer from the decision service's Redis
 (``core.wire.pool_version_key`` and ``pool_scorer_key``: one MGET, through ``RedisGuard`` with a
@@ -33,13 +35,23 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from edgecloud.core.redis_guard import RedisGuard, redis_client
-from edgecloud.core.vocabulary import Action, TaskState
+from edgecloud.core.vocabulary import Action, DecisionSource, TaskState
 from edgecloud.core.wire import DecisionResponse, pool_scorer_key, pool_version_key
 
 logger = logging.getLogger(__name__)
 
 # Answers kept at most: the keyword grid has 35 states, and only the current version's are ever read.
 MAX_ENTRIES = 1024
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """A remembered answer: the action, what it is to the caller (``cache``: a scored answer; ``fallback``: the pool's
+    example while the LLM cannot score), and until when it holds (None: as long as its version and scorer)."""
+
+    action: Action
+    source: DecisionSource
+    expires_at: float | None
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,8 @@ class DecisionMemory:
             clock=clock,
         )
         self._client: aioredis.Redis | None = None
-        self._entries: OrderedDict[tuple[int, str, TaskState], Action] = OrderedDict()
+        self._clock = clock
+        self._entries: OrderedDict[tuple[int, str, TaskState], Remembered] = OrderedDict()  # by (version, scorer, x)
         self._current: PoolView | None = None
         self._reading: asyncio.Future[PoolView | None] | None = None  # the version read on its way, shared
         self.rng = rng or random.Random()
@@ -122,13 +135,19 @@ class DecisionMemory:
         except ValueError:
             return None
 
-    def recall(self, view: PoolView, state: TaskState) -> Action | None:
-        """The remembered answer for ``state`` under ``view``; answers of other versions are forgotten."""
+    def recall(self, view: PoolView, state: TaskState) -> Remembered | None:
+        """The remembered answer for ``state`` under ``view``; answers of other versions, and lapsed ones, are
+        forgotten."""
         if view != self._current:
             self._current = view
             for key in [key for key in self._entries if key[:2] != (view.version, view.scorer)]:
                 del self._entries[key]
-        return self._entries.get((view.version, view.scorer, state))
+        key = (view.version, view.scorer, state)
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires_at is not None and self._clock() >= entry.expires_at:
+            del self._entries[key]
+            return None
+        return entry
 
     def explores(self) -> float | None:
         """One draw for a remembered decision: the draw if it falls below the last known epsilon (the service
@@ -143,7 +162,9 @@ class DecisionMemory:
         if not answer.valid_for_version or scorer is None or version is None or version < 0:
             return
         key = (version, scorer, state)
-        self._entries[key] = answer.decision
+        expires_at = None if answer.valid_for_s is None else self._clock() + answer.valid_for_s
+        source = DecisionSource.FALLBACK if answer.source is DecisionSource.FALLBACK else DecisionSource.CACHE
+        self._entries[key] = Remembered(answer.decision, source, expires_at)
         self._entries.move_to_end(key)
         while len(self._entries) > MAX_ENTRIES:
             self._entries.popitem(last=False)

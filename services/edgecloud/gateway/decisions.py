@@ -3,7 +3,8 @@
 ``DecisionClient`` posts x = (service type, estimated tokens) to the decision service's
 ``/v1/decisions`` (paper eqs. 5-8) and maps its ``local``/``offload`` to a route. In the steady state
 it answers from its memory of the service's answers (``decision_memory.py``: same x, pool version and
-scorer; source ``cache``) without that round trip, and asks the service only to explore, on a miss or
+scorer; source ``cache``, or ``fallback`` for the pool's example while the service's LLM cannot score) without
+that round trip, and asks the service only to explore, on a miss or
 when the memory cannot be checked. When the service does not answer within ``decision_timeout_s`` (or
 is not configured), the gateway applies the same last-resort rule the decision service uses
 (``rule_action``) and says so (source ``gateway_fallback``); a remembered answer it wanted to explore
@@ -24,9 +25,9 @@ from pydantic import ValidationError
 from edgecloud.core.auth import bearer_headers
 from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
 from edgecloud.core.headers import JSON_CONTENT
-from edgecloud.core.vocabulary import Action, DecisionSource, ServiceType, TaskState, rule_action
+from edgecloud.core.vocabulary import Action, ServiceType, TaskState, rule_action
 from edgecloud.core.wire import DecisionRequest, DecisionResponse
-from edgecloud.gateway.decision_memory import DecisionMemory
+from edgecloud.gateway.decision_memory import DecisionMemory, Remembered
 from edgecloud.gateway.metrics import GatewayMetrics
 from edgecloud.gateway.settings import GatewaySettings, Route
 
@@ -114,22 +115,22 @@ class DecisionClient:
             return _remembered(remembered, time.perf_counter() - started)
         return RouteDecision(ROUTE_OF_ACTION[rule_action(state)], GATEWAY_FALLBACK, time.perf_counter() - started)
 
-    async def _recall(self, state: TaskState) -> tuple[tuple[Action, int] | None, float | None]:
-        """The remembered action and pool version for ``state`` if the memory holds one it can check, and
+    async def _recall(self, state: TaskState) -> tuple[tuple[Remembered, int] | None, float | None]:
+        """The remembered answer and pool version for ``state`` if the memory holds one it can check, and
         the exploration draw that sends this decision to the service anyway (None: the memory answers)."""
         memory = self.memory
         if memory is None or self._session is None:
             return None, None
         view = await memory.view()
-        action = memory.recall(view, state) if view is not None else None
-        if view is None or action is None:
+        remembered = memory.recall(view, state) if view is not None else None
+        if view is None or remembered is None:
             self.metrics.decision_memory.labels("off" if view is None else "miss").inc()
             return None, None
         draw = memory.explores()
         if draw is None:
             memory.unreported += 1
         self.metrics.decision_memory.labels("hit" if draw is None else "explore").inc()
-        return (action, view.version), draw
+        return (remembered, view.version), draw
 
     async def _ask(
         self, service_type: ServiceType, estimated_tokens: int, draw: float | None
@@ -165,9 +166,9 @@ class DecisionClient:
         return None
 
 
-def _remembered(remembered: tuple[Action, int], latency_s: float) -> RouteDecision:
-    action, version = remembered
-    return RouteDecision(ROUTE_OF_ACTION[action], DecisionSource.CACHE.value, latency_s, version)
+def _remembered(remembered: tuple[Remembered, int], latency_s: float) -> RouteDecision:
+    answer, version = remembered
+    return RouteDecision(ROUTE_OF_ACTION[answer.action], answer.source.value, latency_s, version)
 
 
 class BackendHealth:

@@ -41,6 +41,9 @@ class Decision:
     pool_version: int | None = None
     scoring_path: str | None = None
     """For LLM decisions: prompt_logprobs, top_logprobs or constrained (see ``scoring.py``)."""
+    valid_for_s: float | None = None
+    """For a fallback given while the LLM cannot score: how much longer it holds for x under its pool version
+    (until the scorer tries the LLM again). None for every other decision."""
 
 
 class Policy(ABC):
@@ -48,8 +51,9 @@ class Policy(ABC):
     uses_prompt: ClassVar[bool] = False  # decides from a meta-prompt (GET /v1/prompt shows it)
 
     remembered_by_version: ClassVar[bool] = False
-    """Its LLM-scored and cached answers hold for x until the pool version or the scorer changes, so a caller
-    may remember them (``DecisionResponse.valid_for_version``)."""
+    """Its LLM-scored and cached answers hold for x until the pool version or the scorer changes, and its fallbacks
+    while the LLM cannot score for their ``valid_for_s`` too, so a caller may remember them
+    (``DecisionResponse.valid_for_version``)."""
 
     @abstractmethod
     async def choose(self, state: TaskState, context: DecisionContext) -> Decision:

@@ -118,13 +118,14 @@ class IclPolicy(Policy):
         cache, so the next decision for the same prompt is a cache hit. Until that late answer comes,
         uncached decisions fall back at once rather than each waiting the timeout for an LLM that is
         hung or overloaded (one call in flight probes it). When the LLM cannot score at all
-        (``CannotScore``), the fallback is cached until the scorer tries the endpoint again.
+        (``CannotScore``), the fallback is cached until the scorer tries the endpoint again, and says so
+        (``Decision.valid_for_s``): a caller may remember it as long.
         """
         view = await self.view(state)
         key = CacheKey(self.setup.namespace.prefix, state.key, view.digest, self.setup.model)
         hit = self.setup.cache.get(key)
         if hit is not None:  # the steady state: no task, no timer
-            return hit if hit.source is DecisionSource.FALLBACK else self._cached(hit, view)
+            return self._held(hit, key, view) if hit.source is DecisionSource.FALLBACK else self._cached(hit, view)
         if self._late is not None and not self._late.done():
             return fallback_decision(state, view.pool_examples, view.pool_version)
         pending = asyncio.ensure_future(self.setup.cache.get_or_compute(key, lambda: self._score(state, view)))
@@ -133,6 +134,7 @@ class IclPolicy(Policy):
             decision, cached = await asyncio.wait_for(asyncio.shield(pending), self.setup.llm_timeout_s)
         except CannotScore as error:
             fallback = fallback_decision(state, view.pool_examples, view.pool_version)
+            fallback = replace(fallback, valid_for_s=error.retry_after_s)
             self.setup.cache.put(key, fallback, ttl_s=error.retry_after_s)
             return fallback
         except Exception as error:  # any failure of the LLM path falls back; a decision is always given
@@ -142,6 +144,12 @@ class IclPolicy(Policy):
                 logger.warning("decision LLM path failed unexpectedly: %s", type(error).__name__)
             return fallback_decision(state, view.pool_examples, view.pool_version)
         return self._cached(decision, view) if cached else decision
+
+    def _held(self, fallback: Decision, key: CacheKey, view: PromptView) -> Decision:
+        """A fallback cached while the LLM cannot score, with the rest of its lifetime; it holds only under the pool
+        version it was drawn from (another version may show x the same prompt and hold other examples)."""
+        remaining = self.setup.cache.remaining_s(key) if fallback.pool_version == view.pool_version else None
+        return replace(fallback, valid_for_s=remaining)
 
     @staticmethod
     def _cached(decision: Decision, view: PromptView) -> Decision:
