@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
@@ -373,3 +374,44 @@ async def test_resilient_pool_buffers_a_batch_while_redis_is_down(
         own_server.start()
         assert await pool.version(namespace) == 3  # flushed, in order
         assert [item.source for item in await store.latest(namespace, 3)] == ["batch-2", "batch-1", "batch-0"]
+
+
+async def test_experiences_waiting_at_a_stop_are_spooled_and_sent_first_by_the_next_pool(
+    own_server: RedisServer, namespace: PoolNamespace, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.jsonl"
+    waiting = [dataclasses.replace(experience(STATES[k], 3.0 + k), experience_id=f"w{k}") for k in range(3)]
+    async with redis_pool(own_server) as store:
+        pool = ResilientExperiencePool(store, retry_interval_s=0, spool_path=spool)
+        await pool.version(namespace)
+        own_server.stop()
+        for held in waiting:
+            assert (await pool.offer(namespace, held)).buffered
+        await pool.close()  # the store still down: the spool keeps them
+    assert len(spool.read_text().splitlines()) == 3
+    own_server.start()
+    async with redis_pool(own_server) as store:
+        restarted = ResilientExperiencePool(store, retry_interval_s=0, spool_path=spool)
+        assert restarted.buffered_count == 3 and not spool.exists()
+        later = dataclasses.replace(experience(STATES[0], 1.0), experience_id="later")
+        await restarted.offer(namespace, later)  # the spooled ones reach the store before it
+        logged = await store.latest(namespace, 10)
+        assert [e.experience_id for e in reversed(logged)] == ["w0", "w1", "w2", "later"]
+        assert [(e.state, e.reward) for e in reversed(logged)][:3] == [(e.state, e.reward) for e in waiting]
+        await restarted.close()
+    assert not spool.exists()  # nothing left to keep
+
+
+async def test_a_stop_with_the_store_back_flushes_instead_of_spooling(
+    own_server: RedisServer, namespace: PoolNamespace, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.jsonl"
+    async with redis_pool(own_server) as store:
+        pool = ResilientExperiencePool(store, retry_interval_s=0, spool_path=spool)
+        await pool.version(namespace)
+        own_server.stop()
+        await pool.offer(namespace, experience(STATES[1], 3.0))
+        own_server.start()
+        await pool.close()
+        assert pool.buffered_count == 0 and not spool.exists()
+        assert len(await store.latest(namespace, 10)) == 1

@@ -48,6 +48,7 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
         buffer_size=settings.experience_buffer,
         timeout_s=settings.redis_timeout_s,
         retry_interval_s=settings.redis_retry_interval_s,
+        spool_path=settings.experience_spool,
     )
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     scorer = scorer or make_scorer(

@@ -13,6 +13,10 @@ While the store is down:
 An experience offered again with the ``experience_id`` of one still in the buffer (a sender re-sent a post
 whose reply was lost) is not buffered twice: its first provisional result comes back marked ``duplicate``.
 
+When the service stops with experiences still waiting, ``close`` writes them to the spool file
+(``spool_path``, JSON lines) and a pool built on the same file reads them back first, so a restart while
+the store is down loses nothing; without a spool file they are lost, and the log says how many.
+
 Once the store answers, the buffer is flushed, oldest first, before the operation that found it back,
 so the pool ends as if nothing had failed. A flush that times out after the store applied an
 experience offers it again: the pool is unchanged by that (an equal reward keeps the stored example),
@@ -26,10 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from edgecloud.core.redis_guard import CALL_TIMEOUT_S, RETRY_INTERVAL_S, RedisGuard
 from edgecloud.decision.experience import Experience
@@ -56,6 +63,7 @@ class ResilientExperiencePool:
         timeout_s: float = CALL_TIMEOUT_S,
         retry_interval_s: float = RETRY_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        spool_path: Path | None = None,
     ) -> None:
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
@@ -77,6 +85,8 @@ class ResilientExperiencePool:
         self._versions: dict[PoolNamespace, int] = {}
         self._latest: dict[PoolNamespace, list[Experience]] = {}
         self.dropped_count = 0
+        self.spool_path = spool_path
+        self._restore()
 
     @property
     def buffered_count(self) -> int:
@@ -110,6 +120,38 @@ class ResilientExperiencePool:
             if flushed:
                 logger.info("flushed %d buffered experiences to the pool", flushed)
             return flushed
+
+    async def close(self) -> None:
+        """At the service's stop: what still waits goes to the store if it answers now, else to the spool file."""
+        try:
+            if self._buffer:
+                await self._store.call(self.flush)
+        finally:
+            self._spool()
+
+    def _spool(self) -> None:
+        if not self._buffer:
+            return
+        if self.spool_path is None:
+            logger.error("stopping with %d experiences not in the pool and no spool file: lost", len(self._buffer))
+            return
+        lines = [_spool_line(namespace, experience) for namespace, experience in self._buffer]
+        partial = self.spool_path.with_name(self.spool_path.name + ".partial")
+        partial.write_text("".join(lines))
+        os.replace(partial, self.spool_path)  # whole or not at all
+        logger.warning("stopping with %d experiences not in the pool: kept in %s", len(lines), self.spool_path)
+
+    def _restore(self) -> None:
+        """The experiences an earlier run spooled, first in the buffer; the file is removed once they are held."""
+        if self.spool_path is None or not self.spool_path.exists():
+            return
+        for line in self.spool_path.read_text().splitlines():
+            record = json.loads(line)
+            namespace = PoolNamespace(record["cell"], record["policy"])
+            self._buffer.append((namespace, Experience.from_json(record["experience"])))
+        self._trim()
+        self.spool_path.unlink()
+        logger.info("read %d experiences spooled by the last run; they go to the pool first", len(self._buffer))
 
     async def offer(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
         return (await self.offer_many([(namespace, experience)]))[0]
@@ -193,3 +235,7 @@ class ResilientExperiencePool:
                     self.buffer_size,
                     self.dropped_count,
                 )
+
+
+def _spool_line(namespace: PoolNamespace, experience: Experience) -> str:
+    return json.dumps({"cell": namespace.cell, "policy": namespace.policy, "experience": experience.to_json()}) + "\n"

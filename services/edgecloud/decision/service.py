@@ -48,6 +48,7 @@ from edgecloud.decision.policies.icl import IclPolicy, IclSetup, LatestIclPolicy
 from edgecloud.decision.pool import ExperiencePool, OfferResult, PoolNamespace, PoolSnapshot
 from edgecloud.decision.prompt import candidate_completions
 from edgecloud.decision.protocol import ExampleView, PoolResponse, PromptResponse
+from edgecloud.decision.resilient_pool import ResilientExperiencePool
 from edgecloud.decision.scoring import Scorer, ScoreResult
 from edgecloud.decision.settings import DecisionSettings
 
@@ -98,6 +99,8 @@ class DecisionService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._warm_up
         await self.scorer.aclose()
+        if isinstance(self.pool, ResilientExperiencePool):
+            await self.pool.close()  # before its Redis client closes: a last flush, else the spool
         if self._redis_client is not None:
             await self._redis_client.aclose()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -90,6 +92,11 @@ class DecisionSettings(ServerSettings, RedisClientSettings):
     latest_examples: int = Field(10, ge=1, le=100, description="Examples shown by the icl_latest baseline.")
     cache_entries: int = Field(10_000, ge=1, description="Decision cache size; the keyword grid has 35 states.")
     experience_buffer: int = Field(10_000, ge=1, description="Experiences kept in memory while Redis is down.")
+    experience_spool: Path | None = Field(
+        None,
+        description="A file that keeps the experiences still waiting for Redis when the service stops; the next "
+        "start reads it back and sends them first. Unset: they are lost at a stop (the log says how many).",
+    )
     max_body_bytes: int = Field(
         256 * 1024,
         ge=1024,

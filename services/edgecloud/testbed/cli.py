@@ -121,6 +121,7 @@ def plan(settings: TestbedSettings, keys: ServiceKeys | None = None) -> list[Man
             "DECISION_LLM_MODEL": decision_model,
             "DECISION_SERVICE_API_KEY": keys.decision,
             "DECISION_ADMIN_API_KEY": keys.decision_admin,
+            "DECISION_EXPERIENCE_SPOOL": str(settings.state_dir / "decision-spool.jsonl"),
         },
         # Healthy once its LLM warm-up has ended, so the first request is decided by the LLM, not the rule.
         ready=lambda health: health.get("llm_warm_up") != WarmUp.WARMING,
