@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 import time
 from collections.abc import AsyncIterator
@@ -415,3 +416,15 @@ async def test_a_stop_with_the_store_back_flushes_instead_of_spooling(
         await pool.close()
         assert pool.buffered_count == 0 and not spool.exists()
         assert len(await store.latest(namespace, 10)) == 1
+
+
+async def test_an_unreadable_spool_file_is_set_aside_and_the_pool_starts(
+    shared_server: RedisServer, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.jsonl"
+    good = {"cell": "c", "policy": "icl", "experience": experience(STATES[0], 2.0).to_json()}
+    spool.write_text(json.dumps(good) + "\nnot json\n")
+    async with redis_pool(shared_server) as store:
+        pool = ResilientExperiencePool(store, spool_path=spool)
+    assert pool.buffered_count == 1  # what could be read
+    assert not spool.exists() and (tmp_path / "spool.jsonl.unreadable").read_text().endswith("not json\n")

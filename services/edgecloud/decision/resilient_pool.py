@@ -145,12 +145,19 @@ class ResilientExperiencePool:
         """The experiences an earlier run spooled, first in the buffer; the file is removed once they are held."""
         if self.spool_path is None or not self.spool_path.exists():
             return
-        for line in self.spool_path.read_text().splitlines():
-            record = json.loads(line)
-            namespace = PoolNamespace(record["cell"], record["policy"])
-            self._buffer.append((namespace, Experience.from_json(record["experience"])))
+        try:
+            for line in self.spool_path.read_text().splitlines():
+                record = json.loads(line)
+                namespace = PoolNamespace(record["cell"], record["policy"])
+                self._buffer.append((namespace, Experience.from_json(record["experience"])))
+        except (ValueError, KeyError, TypeError) as error:  # not a file this pool wrote: kept aside, not lost
+            aside = self.spool_path.with_name(self.spool_path.name + ".unreadable")
+            os.replace(self.spool_path, aside)
+            logger.error("spool file %s unreadable (%r), moved to %s; kept %d experiences of it", self.spool_path,
+                         error, aside, len(self._buffer))  # fmt: skip
+        else:
+            self.spool_path.unlink()
         self._trim()
-        self.spool_path.unlink()
         logger.info("read %d experiences spooled by the last run; they go to the pool first", len(self._buffer))
 
     async def offer(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
