@@ -428,3 +428,15 @@ async def test_an_unreadable_spool_file_is_set_aside_and_the_pool_starts(
         pool = ResilientExperiencePool(store, spool_path=spool)
     assert pool.buffered_count == 1  # what could be read
     assert not spool.exists() and (tmp_path / "spool.jsonl.unreadable").read_text().endswith("not json\n")
+
+
+async def test_a_spool_that_cannot_be_written_is_logged_not_raised(
+    own_server: RedisServer, namespace: PoolNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with redis_pool(own_server) as store:
+        pool = ResilientExperiencePool(store, retry_interval_s=0, spool_path=tmp_path / "missing" / "spool.jsonl")
+        await pool.version(namespace)
+        own_server.stop()
+        await pool.offer(namespace, experience(STATES[1], 3.0))
+        await pool.close()  # the stop goes on
+    assert "1 experiences not in the pool; the spool file" in caplog.text and "lost" in caplog.text

@@ -137,8 +137,13 @@ class ResilientExperiencePool:
             return
         lines = [_spool_line(namespace, experience) for namespace, experience in self._buffer]
         partial = self.spool_path.with_name(self.spool_path.name + ".partial")
-        partial.write_text("".join(lines))
-        os.replace(partial, self.spool_path)  # whole or not at all
+        try:
+            partial.write_text("".join(lines))
+            os.replace(partial, self.spool_path)  # whole or not at all
+        except OSError as error:
+            logger.error("stopping with %d experiences not in the pool; the spool file %s cannot be written (%r): "
+                         "lost", len(lines), self.spool_path, error)  # fmt: skip
+            return
         logger.warning("stopping with %d experiences not in the pool: kept in %s", len(lines), self.spool_path)
 
     def _restore(self) -> None:
