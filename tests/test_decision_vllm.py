@@ -118,11 +118,11 @@ async def test_prompt_logprobs_by_token_ids_agree_with_echo(vllm_testbed):
     assert [path for path, _ in transport.exchanges].count("/v1/completions") == 1
     assert by_ids.completion_tokens is not None and by_ids.completion_tokens <= 2  # one per token context
     # The same quantity, log Pr(candidate | prompt), asked two ways (sums in different batch shapes).
-    tolerance = SAME_LOGPROB_TOLERANCE[served_dtype(vllm_testbed)]
+    dtype = served_dtype(vllm_testbed)
     for action in Action:
-        assert by_ids.scores[action] == pytest.approx(by_echo.scores[action], abs=tolerance)
-    margin = abs(by_echo.scores[Action.LOCAL] - by_echo.scores[Action.OFFLOAD])
-    assert by_ids.action is by_echo.action or margin <= 2 * tolerance  # a near tie may go either way
+        assert by_ids.scores[action] == pytest.approx(by_echo.scores[action], abs=SAME_LOGPROB_TOLERANCE[dtype])
+    if dtype == "float32":  # bfloat16's error may swap a near tie
+        assert by_ids.action is by_echo.action
 
 
 async def test_top_logprobs_on_vllm_chat(vllm_testbed):
