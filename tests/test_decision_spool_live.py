@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import start_service
 from edgecloud.testbed.processes import free_port
 from redis_server import RedisServer
 from servers import ServerProcess
+from test_decision_live import start_decision_service
 
 EXPERIENCE = {
     "service_type": "coding", "estimated_tokens": 300, "decision": "local",
@@ -28,10 +28,9 @@ FLUSH_DEADLINE_S = 15.0
 
 def decision_service(log_dir: Path, redis_url: str, spool: Path) -> ServerProcess:
     dead_llm = f"http://127.0.0.1:{free_port()}/v1"
-    return start_service(
-        "decision", log_dir, redis_url=redis_url, llm_url=dead_llm, llm_model="none", experience_spool=str(spool),
-        redis_retry_interval_s="0.2",
-    )  # fmt: skip
+    return start_decision_service(
+        log_dir, redis_url, dead_llm, experience_spool=str(spool), redis_retry_interval_s="0.2"
+    )
 
 
 def test_experiences_waiting_for_redis_survive_a_restart_of_the_service(tmp_path: Path) -> None:
