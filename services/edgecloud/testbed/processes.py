@@ -40,12 +40,13 @@ def free_port() -> int:
     ephemeral_low = _ephemeral_low()
     for _ in range(FREE_PORT_TRIES if ephemeral_low > FREE_PORT_FLOOR else 0):
         port = random.randrange(FREE_PORT_FLOOR, ephemeral_low)
-        if port not in _handed_out and _bindable(port):
+        if port not in _handed_out and _bound_port(port) is not None:
             _handed_out.add(port)
             return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    chosen = _bound_port(0)
+    if chosen is None:
+        raise OSError("no TCP port on loopback can be bound")
+    return chosen
 
 
 def _ephemeral_low() -> int:
@@ -55,13 +56,14 @@ def _ephemeral_low() -> int:
         return DEFAULT_EPHEMERAL_LOW
 
 
-def _bindable(port: int) -> bool:
+def _bound_port(port: int) -> int | None:
+    """The port a socket bound on loopback got when it asked for ``port`` (0: the kernel's choice), None if refused."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
-            return False
-    return True
+            return None
+        return int(probe.getsockname()[1])
 
 
 def http_ok(url: str, ready: Callable[[Any], bool] | None = None) -> HealthCheck:
