@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import time
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import uvloop
@@ -85,19 +87,35 @@ async def timer_lateness(tokens: int) -> list[float]:
     return lateness
 
 
-async def loaded_pacer_lateness(seconds: float, full_buffer: bool) -> list[float]:
-    """Release lateness of every token with 7 scheduling cells under load (see the module docstring, 3)."""
+def loaded_cell(full_buffer: bool) -> Cell:
+    """The UMa cell of (3), with the users of load (3a) or (3b): 7 scheduling cells, PF, seeded."""
     slot_kernel.compile_ahead()
     params = load_radio_params(scenario="uma", scheduling_cells=LOADED_CELLS)
     cell = Cell(RadioModel(params, np.random.default_rng(0)), make_scheduler("pf"), 100, 2000)
-    backlogged = [f"b{i}" for i in range(LOADED_CELLS * USERS_PER_CELL)] if full_buffer else []
-    streaming = [f"s{i}" for i in range(LOADED_CELLS if full_buffer else LOADED_CELLS * USERS_PER_CELL)]
+    backlogged, streaming = loaded_users(full_buffer)
     for user in backlogged + streaming:
         cell.attach(user)
-    clock = RealClock()
-    air = AirInterface(cell, start_time=clock.now())
-    pacer = Pacer(air, clock, TICK_S)
-    pacer.start()
+    return cell
+
+
+def loaded_users(full_buffer: bool) -> tuple[list[str], list[str]]:
+    """The backlogged and the streaming users of load (3a) or (3b)."""
+    backlogged = [f"b{i}" for i in range(LOADED_CELLS * USERS_PER_CELL)] if full_buffer else []
+    streaming = [f"s{i}" for i in range(LOADED_CELLS if full_buffer else LOADED_CELLS * USERS_PER_CELL)]
+    return backlogged, streaming
+
+
+class LivePacer(Protocol):
+    """What ``drive_load`` needs of a pacer: today's ``Pacer``, or ``pacer_process.ProcessPacer``."""
+
+    def new_flow(self) -> int: ...
+
+    def send(self, user_id: str, bits: float, flow: int, ready_at: float) -> asyncio.Future[float]: ...
+
+
+async def drive_load(pacer: LivePacer, clock: RealClock, full_buffer: bool, seconds: float) -> list[float]:
+    """Offer load (3a) or (3b) to a started pacer; the release lateness of every token."""
+    backlogged, streaming = loaded_users(full_buffer)
     lateness: list[float] = []
     rng = np.random.default_rng(1)
 
@@ -108,14 +126,24 @@ async def loaded_pacer_lateness(seconds: float, full_buffer: bool) -> list[float
             await release_at(clock, delivered_at)
             lateness.append(clock.now() - delivered_at)
 
+    start = clock.now()
+    for user in backlogged:
+        pacer.send(user, FULL_BUFFER_BITS, pacer.new_flow(), ready_at=start)
+    await asyncio.gather(*(stream(user, rng.uniform(0, TOKEN_INTERVAL_S)) for user in streaming))
+    return lateness
+
+
+async def loaded_pacer_lateness(seconds: float, full_buffer: bool) -> list[float]:
+    """Release lateness of every token with 7 scheduling cells under load (see the module docstring, 3)."""
+    cell = loaded_cell(full_buffer)
+    gc.freeze()  # numba's objects out of the collector's view, as the channel service does
+    clock = RealClock()
+    pacer = Pacer(AirInterface(cell, start_time=clock.now()), clock, TICK_S)
+    pacer.start()
     try:
-        start = clock.now()
-        for user in backlogged:
-            pacer.send(user, FULL_BUFFER_BITS, pacer.new_flow(), ready_at=start)
-        await asyncio.gather(*(stream(user, rng.uniform(0, TOKEN_INTERVAL_S)) for user in streaming))
+        return await drive_load(pacer, clock, full_buffer, seconds)
     finally:
         await pacer.close()
-    return lateness
 
 
 def slot_loop_speed(users: int, seconds: float) -> dict[str, float]:
