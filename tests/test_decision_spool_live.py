@@ -53,6 +53,8 @@ def test_experiences_waiting_for_redis_survive_a_restart_of_the_service(tmp_path
         second = decision_service(tmp_path / "second", redis_server.url, spool)
         try:
             assert not spool.exists()  # read back at the start, held until Redis takes them
+            # Said in the service's log: logging is set up before the app (and its pool) is built.
+            assert "read 3 experiences spooled by the last run" in second.log_path.read_text()
             deadline = time.monotonic() + FLUSH_DEADLINE_S
             while (pool := httpx.get(f"{second.base_url}/v1/pool").json())["version"] == 0:
                 if time.monotonic() > deadline:

@@ -71,4 +71,4 @@ def create_app(settings: ChannelSettings) -> FastAPI:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = COMMAND_LINE.settings(argv)
-    serve(create_app(settings), settings)
+    serve(create_app, settings)

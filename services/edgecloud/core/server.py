@@ -145,13 +145,14 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def serve(app: FastAPI, settings: ServerSettings) -> None:
-    """Run ``app`` under uvicorn; uvicorn's own lines go through the same handler, in the same format."""
+def serve(create_app: Callable[[SettingsT], FastAPI], settings: SettingsT) -> None:
+    """Build the app and run it under uvicorn, logging set up first: what the app logs while it is built (a
+    spool read back, a model loaded) goes through the same handler as uvicorn's own lines, in the same format."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_LOG_FORMAT))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     uvicorn.run(
-        app,
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -111,4 +111,4 @@ def create_app(settings: DecisionSettings, pool: ExperiencePool | None = None, s
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = COMMAND_LINE.settings(argv)
-    serve(create_app(settings), settings)
+    serve(create_app, settings)

@@ -91,4 +91,4 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = COMMAND_LINE.settings(argv)
-    serve(create_app(settings), settings)
+    serve(create_app, settings)

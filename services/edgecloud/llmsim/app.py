@@ -80,7 +80,7 @@ def create_app(settings: LLMSimSettings) -> FastAPI:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = COMMAND_LINE.settings(argv)
-    serve(create_app(settings), settings)
+    serve(create_app, settings)
 
 
 if __name__ == "__main__":
