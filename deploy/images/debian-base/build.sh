@@ -19,6 +19,12 @@ mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certifica
   "$suite" "$work/rootfs.tar" \
   "deb $mirror $suite main" "deb $mirror $suite-updates main" "deb $security $suite-security main"
 "$engine" import "$work/rootfs.tar" "$tag-rootfs" >/dev/null
-"$engine" build --quiet --build-arg ROOTFS="$tag-rootfs" -t "$tag" -f "$here/Dockerfile" "$here" >/dev/null
+# As scripts/build-images does: podman's build sees the host's CA bundle, so pip trusts what the host trusts
+# (a TLS-inspecting proxy included).
+build_args=()
+if [ "$engine" = podman ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  build_args+=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
+fi
+"$engine" build --quiet "${build_args[@]}" --build-arg ROOTFS="$tag-rootfs" -t "$tag" -f "$here/Dockerfile" "$here" >/dev/null
 "$engine" rmi "$tag-rootfs" >/dev/null
 echo "[debian-base] $tag"
