@@ -198,6 +198,23 @@ def test_redis_persists_with_append_only_file(services):
     assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
 
 
+def test_every_service_has_a_stop_grace_period(services):
+    """Without one, podman's compatible API stops a container with a kill: nothing a service does at a stop runs."""
+    missing = [name for name, service in services.items() if not service.get("stop_grace_period")]
+    assert not missing, missing
+
+
+def test_the_decision_spool_is_on_a_named_volume(services, compose):
+    decision = services["decision"]
+    spool = Path(environment(decision)["DECISION_EXPERIENCE_SPOOL"])
+    [mount] = [volume for volume in decision["volumes"] if volume.split(":")[1] == str(spool.parent)]
+    assert mount.split(":")[0] in compose["volumes"], "a named volume: it outlives the container"
+    # A new named volume takes the owner of the image's directory: the service's user must own it.
+    _, dockerfile = builds(services)["decision"]
+    runs = " ".join(args for keyword, args in dockerfile_instructions(dockerfile) if keyword == "RUN")
+    assert f"chown edgecloud:edgecloud {spool.parent}" in runs
+
+
 def test_images_are_pinned(services):
     for name, svc in services.items():
         image = interpolate(svc.get("image", ""))

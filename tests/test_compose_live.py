@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT
 from edgecloud.core.headers import (
@@ -33,6 +35,9 @@ from edgecloud.core.headers import (
     USER_ID_HEADER,
 )
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from container_faults import engine_base_url, engine_client, find_container, network_url
+
 pytestmark = pytest.mark.containers
 
 SCRIPT = ROOT / "scripts" / "compose-testbed"
@@ -43,6 +48,20 @@ SCRAPE_WAIT_S = 60.0  # Prometheus scrapes every 5 s (deploy/prometheus/promethe
 JOBS = {"channel-emulator", "gateway", "decision", "edge-llm", "cloud-llm"}
 EDGE_MODEL = {"sim": "meta-llama/Meta-Llama-3-8B-Instruct", "cpu": "smollm2-135m-instruct"}
 CLOUD_MODEL = "gpt-4o"
+PROJECT = "edgecloud"  # scripts/compose-testbed's project
+SPOOLED_ANSWERS = 5
+EXPERIENCE_WAIT_S = 60.0  # an answer's experience reaches the decision service after its air report
+RECREATE_TIMEOUT_S = 300
+BUFFERED_METRIC = "edgecloud_decision_buffered_experiences"  # decision/metrics.py
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
 
 
 def compose_testbed(*args: str, timeout: float) -> None:
@@ -129,3 +148,43 @@ def test_prometheus_scrapes_every_service(client, profile):
         time.sleep(2)
     assert health == dict.fromkeys(JOBS, "up"), health
     assert counted >= 1, "the gateway's requests reached Prometheus"
+
+
+def test_experiences_waiting_for_redis_survive_the_decision_containers_replacement(client, profile):
+    """Redis stopped: the decision service holds the answers' experiences; its container replaced, the new one reads
+    them from the spool on the decision-spool volume; Redis back, they go to the pool."""
+    engine = engine_client(engine_base_url(None))
+
+    def buffered() -> float:
+        url = network_url(find_container(engine, PROJECT, "decision"))
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        [family] = [family for family in text_string_to_metric_families(text) if family.name == BUFFERED_METRIC]
+        return family.samples[0].value
+
+    def ask(user: str) -> None:
+        client.chat.completions.create(
+            model="edgecloud-auto",
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=4,
+            extra_headers={USER_ID_HEADER: user, SERVICE_TYPE_HEADER: "chat"},
+        )
+
+    def flushed_by_the_next_request() -> bool:
+        """The buffer goes to the pool before the pool's next operation; a request makes one."""
+        ask("after-redis")
+        return buffered() == 0
+
+    redis = find_container(engine, PROJECT, "redis")
+    redis.stop()
+    try:
+        for index in range(SPOOLED_ANSWERS):
+            ask(f"spool-{index}")
+        assert wait_until(lambda: buffered() >= SPOOLED_ANSWERS, EXPERIENCE_WAIT_S), buffered()
+        held = buffered()
+        compose_testbed("recreate", "decision", timeout=RECREATE_TIMEOUT_S)
+        replacement = find_container(engine, PROJECT, "decision")
+        assert f"read {held:g} experiences spooled by the last run" in replacement.logs().decode()
+        assert buffered() == held
+    finally:
+        redis.start()
+    assert wait_until(flushed_by_the_next_request, EXPERIENCE_WAIT_S), f"{buffered()} held after Redis came back"

@@ -522,6 +522,36 @@ def test_redis_is_a_statefulset_with_an_append_only_volume(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_decision_spool_is_on_a_claim_the_stopping_pod_releases_before_the_next_reads_it(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    decision = _one(rendered[overlay], "Deployment", "decision")
+    pod = decision["spec"]["template"]["spec"]
+    assert decision["spec"]["replicas"] == 1 and decision["spec"]["strategy"] == {"type": "Recreate"}
+    claim = _one(rendered[overlay], "PersistentVolumeClaim", "decision-spool")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert {"name": "spool", "persistentVolumeClaim": {"claimName": "decision-spool"}} in pod["volumes"]
+    (container,) = pod["containers"]
+    assert {"name": "spool", "mountPath": "/var/lib/edgecloud"} in container["volumeMounts"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+    env = _one(rendered[overlay], "ConfigMap", container["envFrom"][0]["configMapRef"]["name"])["data"]
+    assert Path(env["DECISION_EXPERIENCE_SPOOL"]).parent == Path("/var/lib/edgecloud")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_air_interface_copies_the_compiled_kernel_where_numba_can_write(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """numba refuses a read-only cache directory, and the root file system is read-only."""
+    air = _one(rendered[overlay], "StatefulSet", "channel-emulator")
+    (container,) = air["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    copy = 'cp -R "$NUMBA_CACHE_DIR" /tmp/numba-cache && export NUMBA_CACHE_DIR=/tmp/numba-cache'
+    assert copy in container["args"][0]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_environment_names_are_settings_and_urls_name_services(
     rendered: dict[str, list[dict[str, Any]]], gpu_values: dict[str, Any], overlay: str
 ) -> None:

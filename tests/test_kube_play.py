@@ -116,12 +116,13 @@ def test_two_cells_play_as_a_pod_per_service_each_air_interface_on_its_own_port(
     assert {"Service/channel-emulator-cells", "Service/channel-emulator-cells-cell-1"} <= set(left_out)
 
 
-def test_redis_keeps_its_append_only_file_on_a_claim_and_takes_the_stand_in_image(converted):
+def test_redis_and_the_decision_spool_keep_their_files_on_claims_and_redis_takes_the_stand_in_image(converted):
     played, _, _ = converted
-    redis = pods(played)["redis"]
-    [claim] = [doc for doc in played if doc["kind"] == "PersistentVolumeClaim"]
-    assert claim["metadata"]["name"] == "data-redis-0"
+    redis, decision = pods(played)["redis"], pods(played)["decision"]
+    claims = {doc["metadata"]["name"] for doc in played if doc["kind"] == "PersistentVolumeClaim"}
+    assert claims == {"data-redis-0", "decision-spool"}
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "data-redis-0"}} in redis["spec"]["volumes"]
+    assert {"name": "spool", "persistentVolumeClaim": {"claimName": "decision-spool"}} in decision["spec"]["volumes"]
     assert redis["spec"]["containers"][0]["image"] == "edgecloud-redis:7.0.15"
     assert redis["spec"]["securityContext"]["runAsUser"] == 999  # the stand-in image's uid too
 
@@ -156,3 +157,15 @@ def test_every_cell_of_the_played_overlay_answers_a_prompt_through_its_air_inter
         )
         assert answer.parse().choices[0].message.content, air
         assert answer.headers[SERVICE_TYPE_HEADER] == "coding" and answer.headers[ROUTE_HEADER] in ("edge", "cloud")
+
+
+@pytest.mark.containers
+def test_the_decision_pod_can_write_its_spool_on_the_claim(played):
+    """The image's user writes the claim's volume (fsGroup), so a stopping pod keeps what waits for Redis."""
+    spool_dir = "/var/lib/edgecloud"  # base/env/decision.env: DECISION_EXPERIENCE_SPOOL
+    written = subprocess.run(
+        ["podman", "exec", "decision-decision", "sh", "-c", f"touch {spool_dir}/probe && rm {spool_dir}/probe"],
+        capture_output=True,
+        text=True,
+    )
+    assert written.returncode == 0, written.stderr
