@@ -457,6 +457,25 @@ async def test_a_batch_whose_reply_was_lost_is_sent_again_and_not_counted_twice(
     assert ids == [f"req-{index:04d}" for index in range(5)]
 
 
+async def test_what_waits_at_a_stop_is_posted_before_the_gateway_goes(shared_server: RedisServer) -> None:
+    port = free_port()
+    cell = f"t{uuid.uuid4().hex[:12]}"
+    # A batch wait longer than the test: only the stop sends them.
+    settings = GatewaySettings(decision_url=f"http://127.0.0.1:{port}", cell=cell, experience_batch_wait_s=60)
+    metrics = GatewayMetrics()
+    writer = ExperienceWriter(settings, metrics)
+    async with decision_service(shared_server.url, port=port):
+        await writer.start()
+        for index in range(7):
+            writer.served(served(index), over_the_air=False)
+        await asyncio.sleep(0.1)
+        await writer.close()
+    ids = await logged_request_ids(shared_server.url, PoolNamespace(cell, "icl"))
+    assert ids == [f"req-{index:04d}" for index in range(7)]
+    assert metrics.experiences.labels("stored")._value.get() == 7
+    assert metrics.experiences.labels("dropped_at_stop")._value.get() == 0
+
+
 async def test_the_pool_version_key_is_the_one_the_decision_service_moves(shared_server: RedisServer) -> None:
     """The contract: the gateway reads the key the decision service increments (core.wire.pool_version_key)."""
     async with decision_service(shared_server.url) as decider, decision_client(decider) as (client, _):

@@ -85,6 +85,18 @@ async def test_experiences_wait_while_the_decision_service_is_down():
         await experiences.close()
 
 
+async def test_a_stop_while_the_decision_service_is_down_counts_what_is_lost_and_takes_its_bound():
+    experiences, metrics = writer(experience_stop_timeout_s=0.5)
+    await experiences.start()
+    for request_id in ("x", "y"):
+        experiences.served(served(request_id), over_the_air=False)
+    started = time.monotonic()
+    await experiences.close()
+    assert time.monotonic() - started < 0.5 + 0.5
+    assert metrics.experiences.labels("dropped_at_stop")._value.get() == 2
+    assert queued(experiences) == []
+
+
 async def test_decision_client_falls_back_to_the_rule_when_the_service_is_down():
     client = DecisionClient(GatewaySettings(decision_url=f"http://127.0.0.1:{free_port()}", decision_timeout_s=1))
     await client.start()

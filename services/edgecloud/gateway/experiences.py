@@ -14,7 +14,8 @@ decision service is down. A batch that got no answer is sent again as it was, wi
 in the same order: each carries an ``experience_id`` made when it was queued, so the ones the service
 had recorded before the reply was lost are skipped there (``duplicate``), not counted twice. Only when
 the queue overflows is the oldest waiting experience dropped (never one of the batch being sent), and a
-request whose air report never comes is dropped rather than guessed; both are counted.
+request whose air report never comes is dropped rather than guessed; both are counted. At a stop, what
+still waits is posted once more within ``experience_stop_timeout_s``; what does not go is counted as lost.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class ExperienceWriter:
         self.batch_size = min(settings.experience_batch_size, settings.experience_queue_size)
         self.batch_wait_s = settings.experience_batch_wait_s
         self.air_timeout_s = settings.air_report_timeout_s
+        self.stop_timeout_s = settings.experience_stop_timeout_s
         self.metrics = metrics
         self._queue: deque[Pending] = deque()
         self._sending: list[Pending] = []  # the batch being posted, out of the queue until it is answered
@@ -112,8 +114,22 @@ class ExperienceWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._session is not None:
+            await self._post_at_stop()
             await self._session.close()
             self._session = None
+
+    async def _post_at_stop(self) -> None:
+        """What still waits (the batch cut off by the stop first, the same ids again) gets one more bounded try."""
+        left = self.waiting()
+        self._sending, self._queue = [], deque()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.stop_timeout_s):
+                while left and await self._post(left[: self.batch_size]):
+                    left = left[self.batch_size :]
+        if left:
+            logger.error("stopping with %d experiences the decision service did not take: lost", len(left))
+            self.metrics.experiences.labels("dropped_at_stop").inc(len(left))
+        self.metrics.experience_queue.set(0)
 
     @property
     def queued(self) -> int:

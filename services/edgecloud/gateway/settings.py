@@ -196,6 +196,12 @@ class GatewaySettings(ServerSettings, RedisClientSettings):
         "post carried 2-3 experiences at 150 requests/s and the decision service spent about 1 ms of CPU per "
         "request on them, at 200 ms half that (BENCHMARKS.md).",
     )
+    experience_stop_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="At a stop, how long the experiences still waiting may take to reach the decision service "
+        "(what is not sent by then is lost, and counted); well under the stop grace of compose and Kubernetes, 30 s.",
+    )
     lengths_batch_size: int = Field(
         100,
         ge=1,
