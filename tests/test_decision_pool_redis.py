@@ -224,6 +224,29 @@ async def test_resilient_pool_buffers_while_redis_is_down(own_server: RedisServe
         assert [item.source for item in await store.latest(namespace, 6)] == [item.source for item in reversed(down)]
 
 
+async def test_a_quiet_pool_pushes_what_waited_once_the_store_is_back(
+    own_server: RedisServer, namespace: PoolNamespace
+) -> None:
+    """No request comes after the outage: the background flush alone brings the pool up to date."""
+    async with redis_pool(own_server) as store:
+        pool = ResilientExperiencePool(store, retry_interval_s=0.2)
+        await pool.version(namespace)
+        own_server.stop()
+        assert (await pool.offer(namespace, experience(STATES[0], 2.0, source="waited"))).buffered
+        flusher = asyncio.create_task(pool.keep_flushing())
+        try:
+            await asyncio.sleep(0.5)  # tries while the store is still down: nothing raises, nothing is lost
+            assert (pool.buffered_count, flusher.done()) == (1, False)
+            own_server.start()
+            deadline = time.monotonic() + 5
+            while pool.buffered_count and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            flusher.cancel()
+        assert (pool.buffered_count, pool.available) == (0, True)
+        assert [item.source for item in await store.latest(namespace, 5)] == ["waited"]
+
+
 async def test_resilient_pool_drops_the_oldest_beyond_its_bound(
     own_server: RedisServer, namespace: PoolNamespace
 ) -> None:

@@ -1,4 +1,5 @@
-"""A decision service stopped while Redis is down keeps what it had not stored: real processes, real Redis.
+"""A decision service stopped while Redis is down keeps what it had not stored, and one left running pushes it
+when Redis is back without waiting for a request: real processes, real Redis.
 
 The service runs as a process (``python -m edgecloud.decision``) with an unreachable decision LLM (its decisions
 fall back; experiences do not need it); it is stopped as an operator stops it (SIGTERM), and the next one started
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
+from edgecloud.core.wire import DEFAULT_CELL, DEFAULT_POLICY, pool_version_key
 from edgecloud.testbed.processes import free_port
 from redis_server import RedisServer
 from servers import ServerProcess
@@ -68,3 +71,25 @@ def test_experiences_waiting_for_redis_survive_a_restart_of_the_service(tmp_path
         finally:
             second.stop()
     assert not spool.exists()
+
+
+def test_a_quiet_service_pushes_what_waited_once_redis_is_back(tmp_path: Path) -> None:
+    """After the outage nobody calls the service: Redis itself must show the experience arrive."""
+    with RedisServer(tmp_path / "redis") as redis_server:
+        service = decision_service(tmp_path / "service", redis_server.url, tmp_path / "spool.jsonl")
+        try:
+            assert httpx.get(f"{service.base_url}/v1/pool").json()["version"] == 0
+            redis_server.stop()
+            answer = httpx.post(f"{service.base_url}/v1/experiences", json={**EXPERIENCE, "generation_s": 1.0})
+            assert answer.status_code == 200 and answer.json()["buffered"], answer.text
+            redis_server.start()
+            store = redis.Redis.from_url(redis_server.url)
+            version_key = pool_version_key(DEFAULT_CELL, DEFAULT_POLICY)
+            deadline = time.monotonic() + FLUSH_DEADLINE_S
+            while int(store.get(version_key) or 0) == 0:
+                if time.monotonic() > deadline:
+                    pytest.fail("the experience that waited never reached Redis without a request")
+                time.sleep(0.2)
+            store.close()
+        finally:
+            service.stop()

@@ -18,9 +18,11 @@ When the service stops with experiences still waiting, ``close`` writes them to 
 the store is down loses nothing; without a spool file they are lost, and the log says how many.
 
 Once the store answers, the buffer is flushed, oldest first, before the operation that found it back,
-so the pool ends as if nothing had failed. A flush that times out after the store applied an
-experience offers it again: the pool is unchanged by that (an equal reward keeps the stored example),
-only the log holds it twice (an experience with an id not even that: the store skips it). The store is
+so the pool ends as if nothing had failed; ``keep_flushing`` (the service runs it in the background)
+tries every retry interval, so a quiet service does not wait for its next request to push what waited.
+A flush that times out after the store applied an experience offers it again: the pool is unchanged by
+that (an equal reward keeps the stored example), only the log holds it twice (an experience with an id
+not even that: the store skips it). The store is
 reached through ``core.redis_guard.RedisGuard``, as the gateway reaches its Redis: each call has a
 deadline, and after a failure the store is left alone for ``retry_interval_s`` so a request path does
 not wait for a timeout on every call.
@@ -50,6 +52,8 @@ BUFFER_SIZE = 10_000
 UNKNOWN_VERSION = -1
 # Log a warning on the first dropped experience and then on every this many.
 DROP_WARNING_EVERY = 1000
+# keep_flushing's least wait between tries, so a retry interval of 0 (the tests') does not spin the loop.
+FLUSH_INTERVAL_FLOOR_S = 0.1
 
 
 class ResilientExperiencePool:
@@ -121,11 +125,23 @@ class ResilientExperiencePool:
                 logger.info("flushed %d buffered experiences to the pool", flushed)
             return flushed
 
+    async def flush_if_reachable(self) -> int:
+        """What waits goes to the store if it answers (tried at most once per retry interval after a failure,
+        never raising for an outage); returns how many still wait."""
+        if self._buffer:
+            await self._store.call(self.flush)
+        return len(self._buffer)
+
+    async def keep_flushing(self) -> None:
+        """Until cancelled: every retry interval, what waits goes to the store if it answers."""
+        while True:
+            await asyncio.sleep(max(self._store.retry_interval_s, FLUSH_INTERVAL_FLOOR_S))
+            await self.flush_if_reachable()
+
     async def close(self) -> None:
         """At the service's stop: what still waits goes to the store if it answers now, else to the spool file."""
         try:
-            if self._buffer:
-                await self._store.call(self.flush)
+            await self.flush_if_reachable()
         finally:
             self._spool()
 

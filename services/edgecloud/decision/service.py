@@ -85,19 +85,24 @@ class DecisionService:
         self.warm_up_state = WarmUp.WARMING
         self._redis_client = redis_client
         self._warm_up: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._policies: dict[PoolNamespace, Policy] = {}
         self._sized_at: dict[PoolNamespace, int] = {}  # the pool version the pool-size gauge was read at
         self._announced: set[PoolNamespace] = set()
 
     async def start(self) -> None:
-        """Warm the LLM up in the background, so the service answers (``GET /health``) at once."""
+        """Warm the LLM up in the background, so the service answers (``GET /health``) at once; push the
+        experiences that waited for the store as soon as it is back, whether or not requests come."""
         self._warm_up = asyncio.create_task(self.warm_up())
+        if isinstance(self.pool, ResilientExperiencePool):
+            self._flusher = asyncio.create_task(self.pool.keep_flushing())
 
     async def close(self) -> None:
-        if self._warm_up is not None:
-            self._warm_up.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._warm_up
+        for task in (self._warm_up, self._flusher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.scorer.aclose()
         if isinstance(self.pool, ResilientExperiencePool):
             await self.pool.close()  # before its Redis client closes: a last flush, else the spool
