@@ -462,4 +462,4 @@ async def test_a_spool_that_cannot_be_written_is_logged_not_raised(
         own_server.stop()
         await pool.offer(namespace, experience(STATES[1], 3.0))
         await pool.close()  # the stop goes on
-    assert "1 experiences not in the pool; the spool file" in caplog.text and "lost" in caplog.text
+    assert "1 experiences not handed on; the spool file" in caplog.text and "lost" in caplog.text

@@ -14,7 +14,7 @@ An experience offered again with the ``experience_id`` of one still in the buffe
 whose reply was lost) is not buffered twice: its first provisional result comes back marked ``duplicate``.
 
 When the service stops with experiences still waiting, ``close`` writes them to the spool file
-(``spool_path``, JSON lines) and a pool built on the same file reads them back first, so a restart while
+(``spool_path``, ``core.spool``) and a pool built on the same file reads them back first, so a restart while
 the store is down loses nothing; without a spool file they are lost, and the log says how many.
 
 Once the store answers, the buffer is flushed, oldest first, before the operation that found it back,
@@ -32,15 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from edgecloud.core.redis_guard import CALL_TIMEOUT_S, RETRY_INTERVAL_S, RedisGuard
+from edgecloud.core.spool import read_spool, write_spool
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.pool import ExperiencePool, OfferResult, PoolNamespace, PoolSnapshot
 from edgecloud.decision.replay import replay
@@ -146,40 +146,13 @@ class ResilientExperiencePool:
             self._spool()
 
     def _spool(self) -> None:
-        if not self._buffer:
-            return
-        if self.spool_path is None:
-            logger.error("stopping with %d experiences not in the pool and no spool file: lost", len(self._buffer))
-            return
-        lines = [_spool_line(namespace, experience) for namespace, experience in self._buffer]
-        partial = self.spool_path.with_name(self.spool_path.name + ".partial")
-        try:
-            partial.write_text("".join(lines))
-            os.replace(partial, self.spool_path)  # whole or not at all
-        except OSError as error:
-            logger.error("stopping with %d experiences not in the pool; the spool file %s cannot be written (%r): "
-                         "lost", len(lines), self.spool_path, error)  # fmt: skip
-            return
-        logger.warning("stopping with %d experiences not in the pool: kept in %s", len(lines), self.spool_path)
+        records = [_spool_record(namespace, experience) for namespace, experience in self._buffer]
+        write_spool(self.spool_path, records, "experiences", logger)
 
     def _restore(self) -> None:
-        """The experiences an earlier run spooled, first in the buffer; the file is removed once they are held."""
-        if self.spool_path is None or not self.spool_path.exists():
-            return
-        try:
-            for line in self.spool_path.read_text().splitlines():
-                record = json.loads(line)
-                namespace = PoolNamespace(record["cell"], record["policy"])
-                self._buffer.append((namespace, Experience.from_json(record["experience"])))
-        except (ValueError, KeyError, TypeError) as error:  # not a file this pool wrote: kept aside, not lost
-            aside = self.spool_path.with_name(self.spool_path.name + ".unreadable")
-            os.replace(self.spool_path, aside)
-            logger.error("spool file %s unreadable (%r), moved to %s; kept %d experiences of it", self.spool_path,
-                         error, aside, len(self._buffer))  # fmt: skip
-        else:
-            self.spool_path.unlink()
+        """The experiences an earlier run spooled, first in the buffer (``core.spool``)."""
+        self._buffer.extend(read_spool(self.spool_path, _spooled, "experiences", logger))
         self._trim()
-        logger.info("read %d experiences spooled by the last run; they go to the pool first", len(self._buffer))
 
     async def offer(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
         return (await self.offer_many([(namespace, experience)]))[0]
@@ -265,5 +238,9 @@ class ResilientExperiencePool:
                 )
 
 
-def _spool_line(namespace: PoolNamespace, experience: Experience) -> str:
-    return json.dumps({"cell": namespace.cell, "policy": namespace.policy, "experience": experience.to_json()}) + "\n"
+def _spool_record(namespace: PoolNamespace, experience: Experience) -> dict[str, Any]:
+    return {"cell": namespace.cell, "policy": namespace.policy, "experience": experience.to_json()}
+
+
+def _spooled(record: dict[str, Any]) -> tuple[PoolNamespace, Experience]:
+    return PoolNamespace(record["cell"], record["policy"]), Experience.from_json(record["experience"])
