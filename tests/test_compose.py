@@ -204,13 +204,17 @@ def test_every_service_has_a_stop_grace_period(services):
     assert not missing, missing
 
 
-def test_the_decision_spool_is_on_a_named_volume(services, compose):
-    decision = services["decision"]
-    spool = Path(environment(decision)["DECISION_EXPERIENCE_SPOOL"])
-    [mount] = [volume for volume in decision["volumes"] if volume.split(":")[1] == str(spool.parent)]
+SPOOLS = [("decision", "DECISION_EXPERIENCE_SPOOL"), ("gateway", "GATEWAY_EXPERIENCE_SPOOL")]
+
+
+@pytest.mark.parametrize("name, variable", SPOOLS)
+def test_each_experience_spool_is_on_a_named_volume(services, compose, name, variable):
+    service = services[name]
+    spool = Path(environment(service)[variable])
+    [mount] = [volume for volume in service["volumes"] if volume.split(":")[1] == str(spool.parent)]
     assert mount.split(":")[0] in compose["volumes"], "a named volume: it outlives the container"
     # A new named volume takes the owner of the image's directory: the service's user must own it.
-    _, dockerfile = builds(services)["decision"]
+    _, dockerfile = builds(services)[name]
     runs = " ".join(args for keyword, args in dockerfile_instructions(dockerfile) if keyword == "RUN")
     assert f"chown edgecloud:edgecloud {spool.parent}" in runs
 

@@ -476,6 +476,33 @@ async def test_what_waits_at_a_stop_is_posted_before_the_gateway_goes(shared_ser
     assert metrics.experiences.labels("dropped_at_stop")._value.get() == 0
 
 
+async def test_what_a_stop_could_not_post_is_posted_by_the_next_start(shared_server: RedisServer, tmp_path) -> None:
+    """The decision service down at the gateway's stop: the spool file carries the experiences to the next one."""
+    port, spool = free_port(), tmp_path / "gateway-spool.jsonl"
+    cell = f"t{uuid.uuid4().hex[:12]}"
+    settings = GatewaySettings(
+        decision_url=f"http://127.0.0.1:{port}", cell=cell, experience_stop_timeout_s=0.5, experience_spool=spool
+    )
+    stopped = ExperienceWriter(settings, GatewayMetrics())
+    await stopped.start()
+    for index in range(4):
+        stopped.served(served(index), over_the_air=False)
+    await stopped.close()
+    assert len(spool.read_text().splitlines()) == 4
+    metrics = GatewayMetrics()
+    started = ExperienceWriter(settings, metrics)
+    async with decision_service(shared_server.url, port=port):
+        await started.start()
+        try:
+            await wait_until_sent(started)
+        finally:
+            await started.close()
+    assert await logged_request_ids(shared_server.url, PoolNamespace(cell, "icl")) == [
+        f"req-{index:04d}" for index in range(4)
+    ]
+    assert metrics.experiences.labels("stored")._value.get() == 4 and not spool.exists()
+
+
 async def test_the_pool_version_key_is_the_one_the_decision_service_moves(shared_server: RedisServer) -> None:
     """The contract: the gateway reads the key the decision service increments (core.wire.pool_version_key)."""
     async with decision_service(shared_server.url) as decider, decision_client(decider) as (client, _):

@@ -38,7 +38,7 @@ def writer(**settings: object) -> tuple[ExperienceWriter, GatewayMetrics]:
 
 
 def queued(experiences: ExperienceWriter) -> list[tuple[str, float]]:
-    return [(pending.served.request_id, pending.body.transmission_s) for pending in experiences.waiting()]
+    return [(pending.body.request_id or "", pending.body.transmission_s) for pending in experiences.waiting()]
 
 
 def test_measurements_are_joined_by_request_id_in_either_order():
@@ -95,6 +95,27 @@ async def test_a_stop_while_the_decision_service_is_down_counts_what_is_lost_and
     assert time.monotonic() - started < 0.5 + 0.5
     assert metrics.experiences.labels("dropped_at_stop")._value.get() == 2
     assert queued(experiences) == []
+
+
+async def test_a_stop_while_the_decision_service_is_down_spools_what_waits_for_the_next_start(tmp_path):
+    spool = tmp_path / "gateway-spool.jsonl"
+    experiences, metrics = writer(experience_stop_timeout_s=0.2, experience_spool=spool)
+    await experiences.start()
+    experiences.served(served("x"), over_the_air=False)
+    experiences.air_report(AirReport(request_id="y", transmission_s=0.3))
+    experiences.served(served("y"), over_the_air=True)
+    await experiences.close()
+    assert metrics.experiences.labels("spooled_at_stop")._value.get() == 2
+    assert metrics.experiences.labels("dropped_at_stop")._value.get() == 0
+    assert len(spool.read_text().splitlines()) == 2
+    restarted, _ = writer(experience_spool=spool)
+    await restarted.start()
+    try:
+        assert queued(restarted) == [("x", 0.0), ("y", 0.3)] and not spool.exists()
+        assert [pending.route for pending in restarted.waiting()] == ["edge", "edge"]
+    finally:
+        await restarted.close()  # the service still down: kept again, in the same file
+    assert len(spool.read_text().splitlines()) == 2
 
 
 async def test_decision_client_falls_back_to_the_rule_when_the_service_is_down():

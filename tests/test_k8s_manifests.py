@@ -539,6 +539,18 @@ def test_the_decision_spool_is_on_a_claim_the_stopping_pod_releases_before_the_n
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_spool_is_on_a_volume_of_the_pod(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    """The root file system is read-only; the spool outlives a restart of the container (docs/deployment.md)."""
+    pod = _one(rendered[overlay], "Deployment", "gateway")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = _one(rendered[overlay], "ConfigMap", container["envFrom"][0]["configMapRef"]["name"])["data"]
+    spool_dir = str(Path(env["GATEWAY_EXPERIENCE_SPOOL"]).parent)
+    [mount] = [mount for mount in container["volumeMounts"] if mount["mountPath"] == spool_dir]
+    [volume] = [volume for volume in pod["volumes"] if volume["name"] == mount["name"]]
+    assert "emptyDir" in volume
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_air_interface_copies_the_compiled_kernel_where_numba_can_write(
     rendered: dict[str, list[dict[str, Any]]], overlay: str
 ) -> None:

@@ -15,7 +15,9 @@ in the same order: each carries an ``experience_id`` made when it was queued, so
 had recorded before the reply was lost are skipped there (``duplicate``), not counted twice. Only when
 the queue overflows is the oldest waiting experience dropped (never one of the batch being sent), and a
 request whose air report never comes is dropped rather than guessed; both are counted. At a stop, what
-still waits is posted once more within ``experience_stop_timeout_s``; what does not go is counted as lost.
+still waits is posted once more within ``experience_stop_timeout_s``; what does not go is written to the
+spool file (``experience_spool``, ``core.spool``), which the next start posts first, or without one counted
+as lost.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pydantic import ValidationError
 from edgecloud.core.auth import bearer_headers
 from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
 from edgecloud.core.headers import JSON_CONTENT
+from edgecloud.core.spool import read_spool, write_spool
 from edgecloud.core.vocabulary import Action, DecisionSource, ServiceType
 from edgecloud.core.wire import (
     CLIENT_CHOICES_CELL_SUFFIX,
@@ -73,10 +76,17 @@ class ServedRequest:
 
 @dataclass(frozen=True)
 class Pending:
-    """An experience waiting to be posted: the request it measures and the body, id included, sent for it."""
+    """An experience waiting to be posted: the body, id included, sent for it, and the route that served it."""
 
-    served: ServedRequest
+    route: str
     body: ExperienceRequest
+
+    def to_record(self) -> dict[str, Any]:
+        return {"route": self.route, "experience": self.body.model_dump(mode="json", exclude_none=True)}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Pending:
+        return cls(record["route"], ExperienceRequest.model_validate(record["experience"]))
 
 
 class ExperienceWriter:
@@ -91,6 +101,7 @@ class ExperienceWriter:
         self.batch_wait_s = settings.experience_batch_wait_s
         self.air_timeout_s = settings.air_report_timeout_s
         self.stop_timeout_s = settings.experience_stop_timeout_s
+        self.spool_path = settings.experience_spool
         self.metrics = metrics
         self._queue: deque[Pending] = deque()
         self._sending: list[Pending] = []  # the batch being posted, out of the queue until it is answered
@@ -106,6 +117,10 @@ class ExperienceWriter:
             return
         connector = aiohttp.TCPConnector(keepalive_timeout=IDLE_CLIENT_CONNECTION_S)
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S))
+        self._queue.extendleft(reversed(read_spool(self.spool_path, Pending.from_record, "experiences", logger)))
+        if self._queue:
+            self.metrics.experience_queue.set(self.queued)
+            self._wake.set()
         self._tasks = [asyncio.create_task(self._post_forever()), asyncio.create_task(self._sweep_forever())]
 
     async def close(self) -> None:
@@ -127,8 +142,8 @@ class ExperienceWriter:
                 while left and await self._post(left[: self.batch_size]):
                     left = left[self.batch_size :]
         if left:
-            logger.error("stopping with %d experiences the decision service did not take: lost", len(left))
-            self.metrics.experiences.labels("dropped_at_stop").inc(len(left))
+            kept = write_spool(self.spool_path, [pending.to_record() for pending in left], "experiences", logger)
+            self.metrics.experiences.labels("spooled_at_stop" if kept else "dropped_at_stop").inc(len(left))
         self.metrics.experience_queue.set(0)
 
     @property
@@ -174,7 +189,7 @@ class ExperienceWriter:
             logger.warning("experience of %s not sent: %s", request.request_id, error)
             self.metrics.experiences.labels("refused").inc()
             return
-        self._queue.append(Pending(request, body))
+        self._queue.append(Pending(request.route, body))
         while self.queued > self.capacity and self._queue:
             self._queue.popleft()
             self.metrics.experiences.labels("dropped_overflow").inc()
@@ -245,7 +260,7 @@ class ExperienceWriter:
         self._outage_logged = False
         for pending, result in zip(batch, answer.results, strict=True):
             self.metrics.experiences.labels("buffered" if result.buffered else "stored").inc()
-            self.metrics.reward.labels(pending.served.route, pending.served.service_type.value).observe(result.reward)
+            self.metrics.reward.labels(pending.route, pending.body.service_type.value).observe(result.reward)
         return True
 
     def _log_outage(self, reason: str) -> None:

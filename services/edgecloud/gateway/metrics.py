@@ -133,7 +133,7 @@ class GatewayMetrics:
         )
         self.experiences = Counter(
             f"{PREFIX}_experiences",
-            "Experiences by outcome: stored, buffered (Redis down), refused, dropped_*.",
+            "Experiences by outcome: stored, buffered (Redis down), refused, spooled_at_stop, dropped_*.",
             ("outcome",),
             registry=r,
         )

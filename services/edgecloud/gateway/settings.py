@@ -200,7 +200,13 @@ class GatewaySettings(ServerSettings, RedisClientSettings):
         5.0,
         gt=0,
         description="At a stop, how long the experiences still waiting may take to reach the decision service "
-        "(what is not sent by then is lost, and counted); well under the stop grace of compose and Kubernetes, 30 s.",
+        "(what is not sent by then goes to experience_spool, or is lost and counted); well under the stop grace "
+        "of compose and Kubernetes, 30 s.",
+    )
+    experience_spool: Path | None = Field(
+        None,
+        description="JSON-lines file for the experiences the decision service did not take before a stop; the "
+        "next start posts them first. Unset: they are lost (and counted). In a container: on a volume.",
     )
     lengths_batch_size: int = Field(
         100,

@@ -143,6 +143,7 @@ def plan(settings: TestbedSettings, keys: ServiceKeys | None = None) -> list[Man
             "GATEWAY_LIMITS_REDIS_URL": redis_url,
             "GATEWAY_DECISION_API_KEY": keys.decision,
             "GATEWAY_AIR_REPORT_API_KEY": keys.air_report,
+            "GATEWAY_EXPERIENCE_SPOOL": str(settings.state_dir / "gateway-spool.jsonl"),
             "OPENBLAS_NUM_THREADS": CLASSIFIER_BLAS_THREADS,
         },
     )
