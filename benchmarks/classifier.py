@@ -11,10 +11,11 @@ Candidates (docs/classifier.md):
 - ``static_cached``: the shipped classifier behind an LRU cache keyed by the prompt text; its first pass
   misses, its later passes hit (reported apart: a cache helps only repeated prompts).
 
-Every held-out prompt (``prompts_test.jsonl``, ``prompts_heldout2.jsonl``; never used in training or for a
-choice) is classified one call at a time from one thread, as the gateway does: ``PASSES`` passes after a
-warm-up, so the predictions and the latency samples come from the same calls. Then the worst case (the
-longest text the classifier reads, ASCII and not) and the cost of the gateway's ``asyncio.to_thread`` hop.
+Every held-out prompt (``prompts_test.jsonl``, ``prompts_heldout2.jsonl``, ``prompts_heldout3.jsonl``; never
+used in training or for a choice) is classified one call at a time from one thread, as the gateway does:
+``PASSES`` passes after a warm-up, so the predictions and the latency samples come from the same calls.
+Then the worst case (the longest text the classifier reads, ASCII and not) and the cost of the gateway's
+``asyncio.to_thread`` hop.
 
 BLAS threads: set ``OPENBLAS_NUM_THREADS`` before the run to change them; the default here is 1, which is
 what the gateway should run with (docs/classifier.md):
@@ -44,9 +45,8 @@ import numpy as np
 from edgecloud.classifier import training
 from edgecloud.classifier.encoder import MiniLMEncoder, Truncation, default_model_dir
 from edgecloud.classifier.model import (
-    HELDOUT2_PATH,
+    HELD_OUT_PATHS,
     TABLE_PATH,
-    TEST_PATH,
     TRAIN_PATH,
     WEIGHTS_PATH,
     Classification,
@@ -69,7 +69,7 @@ WORST_CASE_CHARS = 1_000_000
 WORST_CASE_CALLS = 200
 THREAD_HOP_CALLS = 2000
 SNIPPET_CHARS = 70
-HELD_OUT = {"test": TEST_PATH, "heldout2": HELDOUT2_PATH}
+HELD_OUT = HELD_OUT_PATHS
 
 
 def percentiles_ms(samples: list[float]) -> dict[str, float]:

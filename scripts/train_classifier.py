@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Train the prompt classifier: distil the static table, choose the features, fit the head.
 
-Reads only prompts_train.jsonl (the held-out sets, prompts_test.jsonl and prompts_heldout2.jsonl, are for
-benchmarks/classifier.py and the tests). Three steps, each deterministic:
+Reads only prompts_train.jsonl (the held-out sets, prompts_test.jsonl, prompts_heldout2.jsonl and
+prompts_heldout3.jsonl, are for benchmarks/classifier.py and the tests). Three steps, each deterministic:
 
     .venv/bin/python scripts/train_classifier.py --distill   # data/static_table.npz from MiniLM, ~1 minute
     .venv/bin/python scripts/train_classifier.py             # data/classifier.npz, the head, ~1 minute

@@ -18,9 +18,8 @@ from edgecloud.classifier import Classification, PromptClassifier, distill, prom
 from edgecloud.classifier.encoder import MiniLMEncoder, Truncation, default_model_dir, gelu
 from edgecloud.classifier.model import (
     EMPTY_CONFIDENCE,
-    HELDOUT2_PATH,
+    HELD_OUT_PATHS,
     TABLE_PATH,
-    TEST_PATH,
     TRAIN_PATH,
     WEIGHTS_PATH,
     LinearHead,
@@ -32,10 +31,11 @@ from edgecloud.core.vocabulary import ServiceType
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
 MIN_COSINE = 0.9999
-# Floors a little under what the shipped head measured (test 0.952, heldout2 0.880; docs/classifier.md), so a
-# regression fails. Issue 14's target, 0.97 on both sets, is not reached yet (docs/classifier.md says why).
-ACCURACY_FLOOR = {"test": 0.95, "heldout2": 0.87}
-MIN_HELD_OUT = {TEST_PATH: 200, HELDOUT2_PATH: 150}
+# Floors a little under what the shipped head measured (test 0.952, heldout2 0.880, heldout3 0.650;
+# docs/classifier.md), so a regression fails. Issue 14's target, 0.97 on the held-out sets, is not reached
+# (docs/classifier.md says why).
+ACCURACY_FLOOR = {"test": 0.95, "heldout2": 0.87, "heldout3": 0.63}
+MIN_HELD_OUT = {"test": 200, "heldout2": 150, "heldout3": 140}
 # The 32-token head + tail budget of the MiniLM encoder (the baseline in benchmarks/classifier.py).
 MINILM_TOKENS = 32
 # Table rows recomputed from MiniLM: spread over the vocabulary (specials, characters, words, pieces).
@@ -49,13 +49,13 @@ def classifier() -> PromptClassifier:
     return PromptClassifier.load()
 
 
-@pytest.fixture(scope="module", params=[TEST_PATH, HELDOUT2_PATH], ids=["test", "heldout2"])
-def held_out(request: pytest.FixtureRequest) -> tuple[Path, list[training.LabelledPrompt]]:
-    return request.param, training.load_prompts(request.param)
+@pytest.fixture(scope="module", params=list(HELD_OUT_PATHS))
+def held_out(request: pytest.FixtureRequest) -> tuple[str, list[training.LabelledPrompt]]:
+    return request.param, training.load_prompts(HELD_OUT_PATHS[request.param])
 
 
 def labelled_texts() -> list[str]:
-    return [p.text for path in (TRAIN_PATH, TEST_PATH, HELDOUT2_PATH) for p in training.load_prompts(path)]
+    return [p.text for path in (TRAIN_PATH, *HELD_OUT_PATHS.values()) for p in training.load_prompts(path)]
 
 
 # --- the encoder and the tokenizer ---------------------------------------------------------------
@@ -137,27 +137,27 @@ def test_missing_artefacts_fail_with_a_clear_message(tmp_path: Path) -> None:
 # --- the shipped classifier ------------------------------------------------------------------------
 
 
-def test_held_out_sets_are_balanced_and_unseen(held_out: tuple[Path, list[training.LabelledPrompt]]) -> None:
-    path, prompts = held_out
+def test_held_out_sets_are_balanced_and_unseen(held_out: tuple[str, list[training.LabelledPrompt]]) -> None:
+    name, prompts = held_out
     counts = {service_type: sum(p.service_type is service_type for p in prompts) for service_type in ServiceType}
-    assert len(prompts) >= MIN_HELD_OUT[path]
+    assert len(prompts) >= MIN_HELD_OUT[name]
     assert max(counts.values()) - min(counts.values()) <= 1, counts
     others = {
         p.text.strip().lower()
-        for other in (TRAIN_PATH, TEST_PATH, HELDOUT2_PATH)
-        if other != path
+        for other in (TRAIN_PATH, *HELD_OUT_PATHS.values())
+        if other != HELD_OUT_PATHS[name]
         for p in training.load_prompts(other)
     }
     assert not [p.id for p in prompts if p.text.strip().lower() in others]
     assert len({p.id for p in prompts}) == len(prompts)
 
 
-def test_held_out_accuracy(classifier: PromptClassifier, held_out: tuple[Path, list[training.LabelledPrompt]]) -> None:
-    path, prompts = held_out
+def test_held_out_accuracy(classifier: PromptClassifier, held_out: tuple[str, list[training.LabelledPrompt]]) -> None:
+    name, prompts = held_out
     probabilities = classifier.probabilities([p.text for p in prompts])
     predicted = [classifier.head.classes[i] for i in probabilities.argmax(axis=1)]
     accuracy = np.mean([p is t.service_type for p, t in zip(predicted, prompts, strict=True)])
-    assert accuracy >= ACCURACY_FLOOR["test" if path == TEST_PATH else "heldout2"]
+    assert accuracy >= ACCURACY_FLOOR[name]
 
 
 def test_shipped_head_comes_from_the_shipped_training_set_and_table(classifier: PromptClassifier) -> None:

@@ -38,6 +38,9 @@ TABLE_PATH = DATA_DIR / "static_table.npz"
 TRAIN_PATH = DATA_DIR / "prompts_train.jsonl"
 TEST_PATH = DATA_DIR / "prompts_test.jsonl"
 HELDOUT2_PATH = DATA_DIR / "prompts_heldout2.jsonl"
+HELDOUT3_PATH = DATA_DIR / "prompts_heldout3.jsonl"
+# The held-out sets by name (data/README.md): never trained on, never used for a choice.
+HELD_OUT_PATHS = {"test": TEST_PATH, "heldout2": HELDOUT2_PATH, "heldout3": HELDOUT3_PATH}
 
 EMPTY_SERVICE_TYPE = ServiceType.CHAT
 EMPTY_CONFIDENCE = 1.0 / len(ServiceType)
