@@ -62,6 +62,8 @@ SWEEP: tuple[dict[str, object], ...] = (
     {"bow_power": 0.5, "dims": 256},
     {"bow_power": 0.5, "window": 8},
     {"bow_power": 0.5, "pooling": (Pooling.MEAN, Pooling.HEAD, Pooling.TAIL, Pooling.MAX)},
+    {"prefix_chars": 0},
+    {"prefix_chars": 3},
     {},
 )
 # The MiniLM baseline as shipped before the static table (its docs): layer 3, 32 tokens, head and tail.
@@ -101,7 +103,7 @@ def words_for(table: StaticTable, spec: FeatureSpec, texts: Sequence[str]) -> tu
     if not spec.bow_scale:
         return ()
     features = StaticFeatures(table, dataclasses.replace(spec, bow_scale=0.0))
-    return vocabulary_of([features.text_words(text) for text in texts])
+    return vocabulary_of([sorted(features.text_terms(text)) for text in texts])
 
 
 def cross_validate(x: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> list[training.CrossValidation]:

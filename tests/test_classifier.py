@@ -31,10 +31,10 @@ from edgecloud.core.vocabulary import ServiceType
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
 MIN_COSINE = 0.9999
-# Floors a little under what the shipped head measured (test 0.967, heldout2 0.920, heldout3 0.729;
-# docs/classifier.md), so a regression fails. Issue 14's target, 0.97 on the held-out sets, is not reached
-# (docs/classifier.md says why).
-ACCURACY_FLOOR = {"test": 0.96, "heldout2": 0.91, "heldout3": 0.71}
+# Floors a little under what the shipped head measured (test 0.971, heldout2 0.937, heldout3 0.764;
+# docs/classifier.md), so a regression fails. Issue 14's target, 0.97 on the held-out sets, is reached on the
+# first only (docs/classifier.md says why).
+ACCURACY_FLOOR = {"test": 0.96, "heldout2": 0.92, "heldout3": 0.75}
 MIN_HELD_OUT = {"test": 200, "heldout2": 150, "heldout3": 140}
 # The 32-token head + tail budget of the MiniLM encoder (the baseline in benchmarks/classifier.py).
 MINILM_TOKENS = 32
@@ -170,7 +170,7 @@ def test_shipped_head_comes_from_the_shipped_training_set_and_table(classifier: 
     train = training.load_prompts(TRAIN_PATH)
     texts = [p.text for p in train]
     plain = StaticFeatures(classifier.features.table, dataclasses.replace(training.FEATURES, bow_scale=0.0))
-    assert classifier.head.words == vocabulary_of([plain.text_words(text) for text in texts])
+    assert classifier.head.words == vocabulary_of([sorted(plain.text_terms(text)) for text in texts])
     x = classifier.features.matrix(texts)
     head, fit = training.fit_head(x, [p.service_type for p in train], l2, classifier.head.spec, classifier.head.words)
     assert fit.gradient_norm < 1e-4
@@ -211,6 +211,15 @@ def test_very_long_prompt_is_cut_and_classified(classifier: PromptClassifier) ->
     result = classifier.classify(text)
     assert result.service_type is ServiceType.SUMMARIZATION
     assert result.latency_s < 1
+
+
+def test_inflections_share_their_prefix_term(classifier: PromptClassifier) -> None:
+    """The prefix terms: one feature for a word's forms, in any language; short and non-alphabetic words alone."""
+    features = classifier.features
+    assert features.spec.prefix_chars == 4
+    assert features.text_terms("Zusammenfassung") & features.text_terms("zusammenfassen") == {"~zusa"}
+    assert "~resu" in features.text_terms("résume ceci") & features.text_terms("Résumer")  # accents normalised
+    assert features.text_terms("the 12345 code") == {"the", "12345", "code"}
 
 
 def test_head_and_features_must_agree(classifier: PromptClassifier) -> None:

@@ -11,7 +11,10 @@ weights nor ``tokenizers`` at run time. ``StaticFeatures`` turns a text into wha
   present word worth ``bow_scale / n ** bow_power`` (n words present): the words the head may weigh one by
   one, diluted by a long passage less than an L2 norm (power 0.5) would dilute them. A CJK ideograph is
   a word of its own; MiniLM's vocabulary lacks most Chinese and Japanese characters (their rows are
-  ``[UNK]``), so for those languages these indicators are all the head sees of them.
+  ``[UNK]``), so for those languages these indicators are all the head sees of them;
+- with ``prefix_chars``, also an indicator of the first ``prefix_chars`` letters of each longer alphabetic
+  word: a crude stemmer for every language at once ("résume", "résumer", "résumé"; "zusammenfassen",
+  "Zusammenfassung"; "extrae", "extraer"), where a word seen in one inflection would miss the others.
 
 Which of these, at what settings, was chosen by cross-validation on the training set
 (``scripts/train_classifier.py --sweep``; docs/classifier.md). The settings are stored with the head.
@@ -44,6 +47,8 @@ NON_ASCII_CHAR_COST = 2
 # A word is a feature of its own only if it is in at least this many training prompts: rarer ones would
 # be fitted to one prompt each.
 MIN_DOCUMENT_FREQUENCY = 2
+# Marks a word's prefix term apart from a word that is spelt like it.
+PREFIX_MARK = "~"
 
 
 class Pooling(StrEnum):
@@ -67,6 +72,7 @@ class FeatureSpec:
         float  # each present word is bow_scale / (words present) ** bow_power; 0.5: the block's norm is bow_scale
     )
     max_chars: int  # a longer (ASCII) text is cut to its first and last max_chars / 2 characters
+    prefix_chars: int = 0  # also an indicator per prefix of this many letters of a longer word; 0: none
 
     def to_arrays(self) -> dict[str, Any]:
         return {
@@ -78,6 +84,7 @@ class FeatureSpec:
             "bow_scale": np.float64(self.bow_scale),
             "bow_power": np.float64(self.bow_power),
             "max_chars": np.int64(self.max_chars),
+            "prefix_chars": np.int64(self.prefix_chars),
         }
 
     @classmethod
@@ -91,6 +98,7 @@ class FeatureSpec:
             bow_scale=float(data["bow_scale"]),
             bow_power=float(data["bow_power"]),
             max_chars=int(data["max_chars"]),
+            prefix_chars=int(data["prefix_chars"]) if "prefix_chars" in data else 0,
         )
 
 
@@ -197,6 +205,16 @@ class StaticFeatures:
         """The normalised words of a text, once cut to ``max_chars``."""
         return self.tokenizer.words(self.cut(text))
 
+    def terms(self, words: Sequence[str]) -> set[str]:
+        """What the word block indicates: the words, and the prefixes of the longer alphabetic ones."""
+        k = self.spec.prefix_chars
+        if not k:
+            return set(words)
+        return {*words, *(PREFIX_MARK + word[:k] for word in words if len(word) > k and word.isalpha())}
+
+    def text_terms(self, text: str) -> set[str]:
+        return self.terms(self.text_words(text))
+
     def cut(self, text: str) -> str:
         """The first and last characters of a long text, fewer if it is not ASCII (``NON_ASCII_CHAR_COST``)."""
         limit = self.spec.max_chars if text.isascii() else self.spec.max_chars // NON_ASCII_CHAR_COST
@@ -223,7 +241,7 @@ class StaticFeatures:
         dense = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
         if not self.words:
             return dense, [], 0.0
-        columns = [c for c in map(self.word_column.get, set(words)) if c is not None]
+        columns = [c for c in map(self.word_column.get, self.terms(words)) if c is not None]
         value = self.spec.bow_scale / len(columns) ** self.spec.bow_power if columns else 0.0
         return dense, columns, float(value)
 

@@ -42,6 +42,7 @@ FEATURES = FeatureSpec(
     bow_scale=1.0,
     bow_power=0.25,
     max_chars=2048,
+    prefix_chars=4,
 )
 
 SEED = 20260601
