@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -53,6 +54,8 @@ SPOOLED_ANSWERS = 5
 EXPERIENCE_WAIT_S = 60.0  # an answer's experience reaches the decision service after its air report
 RECREATE_TIMEOUT_S = 300
 BUFFERED_METRIC = "edgecloud_decision_buffered_experiences"  # decision/metrics.py
+QUEUED_METRIC = "edgecloud_gateway_experience_queue"  # gateway/metrics.py
+STORED_METRIC = "edgecloud_gateway_experiences_total"
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
@@ -62,6 +65,28 @@ def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
             return False
         time.sleep(1)
     return True
+
+
+def sample(engine: Any, service: str, name: str, **labels: str) -> float:
+    """One sample of ``service``'s /metrics, read on its container's address (0 if it has not been set yet)."""
+    url = network_url(find_container(engine, PROJECT, service))
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    values = [
+        value
+        for family in text_string_to_metric_families(text)
+        for sample_name, sample_labels, value, *_ in family.samples
+        if sample_name == name and all(sample_labels.get(key) == wanted for key, wanted in labels.items())
+    ]
+    return values[0] if values else 0.0
+
+
+def ask(client: openai.OpenAI, user: str) -> None:
+    client.chat.completions.create(
+        model="edgecloud-auto",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=4,
+        extra_headers={USER_ID_HEADER: user, SERVICE_TYPE_HEADER: "chat"},
+    )
 
 
 def compose_testbed(*args: str, timeout: float) -> None:
@@ -150,41 +175,44 @@ def test_prometheus_scrapes_every_service(client, profile):
     assert counted >= 1, "the gateway's requests reached Prometheus"
 
 
-def test_experiences_waiting_for_redis_survive_the_decision_containers_replacement(client, profile):
-    """Redis stopped: the decision service holds the answers' experiences; its container replaced, the new one reads
-    them from the spool on the decision-spool volume; Redis back, they go to the pool."""
-    engine = engine_client(engine_base_url(None))
-
-    def buffered() -> float:
-        url = network_url(find_container(engine, PROJECT, "decision"))
-        text = httpx.get(f"{url}/metrics", timeout=10).text
-        [family] = [family for family in text_string_to_metric_families(text) if family.name == BUFFERED_METRIC]
-        return family.samples[0].value
-
-    def ask(user: str) -> None:
-        client.chat.completions.create(
-            model="edgecloud-auto",
-            messages=[{"role": "user", "content": "Say hello."}],
-            max_tokens=4,
-            extra_headers={USER_ID_HEADER: user, SERVICE_TYPE_HEADER: "chat"},
-        )
-
-    def flushed_by_the_next_request() -> bool:
-        """The buffer goes to the pool before the pool's next operation; a request makes one."""
-        ask("after-redis")
-        return buffered() == 0
-
-    redis = find_container(engine, PROJECT, "redis")
-    redis.stop()
+def replaced_while_down(client: openai.OpenAI, engine: Any, down: str, replaced: str, waiting_metric: str) -> float:
+    """``down`` stopped: answers are served and their experiences wait in ``replaced`` (``waiting_metric``); its
+    container replaced, the new one must read them back from its spool volume. ``down`` is started again;
+    returns how many waited."""
+    stopped = find_container(engine, PROJECT, down)
+    stopped.stop()
     try:
         for index in range(SPOOLED_ANSWERS):
-            ask(f"spool-{index}")
-        assert wait_until(lambda: buffered() >= SPOOLED_ANSWERS, EXPERIENCE_WAIT_S), buffered()
-        held = buffered()
-        compose_testbed("recreate", "decision", timeout=RECREATE_TIMEOUT_S)
-        replacement = find_container(engine, PROJECT, "decision")
+            ask(client, f"spool-{replaced}-{index}")
+        assert wait_until(lambda: sample(engine, replaced, waiting_metric) >= SPOOLED_ANSWERS, EXPERIENCE_WAIT_S)
+        held = sample(engine, replaced, waiting_metric)
+        compose_testbed("recreate", replaced, timeout=RECREATE_TIMEOUT_S)
+        replacement = find_container(engine, PROJECT, replaced)
         assert f"read {held:g} experiences spooled by the last run" in replacement.logs().decode()
-        assert buffered() == held
+        return held
     finally:
-        redis.start()
-    assert wait_until(flushed_by_the_next_request, EXPERIENCE_WAIT_S), f"{buffered()} held after Redis came back"
+        stopped.start()
+
+
+def test_experiences_waiting_for_redis_survive_the_decision_containers_replacement(client, profile):
+    """Redis stopped: the decision service holds the answers' experiences; its container replaced, the new one reads
+    them from the spool on the decision-spool volume; Redis back, they go to the pool without another request."""
+    engine = engine_client(engine_base_url(None))
+    replaced_while_down(client, engine, "redis", "decision", BUFFERED_METRIC)
+
+    def pushed() -> bool:
+        return sample(engine, "decision", BUFFERED_METRIC) == 0
+
+    assert wait_until(pushed, EXPERIENCE_WAIT_S), "experiences still held after Redis came back"
+
+
+def test_experiences_waiting_for_the_decision_service_survive_the_gateways_replacement(client, profile):
+    """The decision service stopped: the gateway queues the answers' experiences; its container replaced, the one
+    that stops writes them to the gateway-spool volume, and the new one posts them once the service is back."""
+    engine = engine_client(engine_base_url(None))
+    held = replaced_while_down(client, engine, "decision", "gateway", QUEUED_METRIC)
+
+    def posted() -> bool:
+        return sample(engine, "gateway", STORED_METRIC, outcome="stored") >= held
+
+    assert wait_until(posted, EXPERIENCE_WAIT_S), "the spooled experiences were not posted"
