@@ -185,11 +185,18 @@ def test_every_cell_of_the_played_overlay_answers_a_prompt_through_its_air_inter
 
 
 @pytest.mark.containers
-def test_the_decision_pod_can_write_its_spool_on_the_claim(played):
-    """The image's user writes the claim's volume (fsGroup), so a stopping pod keeps what waits for Redis."""
-    spool_dir = "/var/lib/edgecloud"  # base/env/decision.env: DECISION_EXPERIENCE_SPOOL
+@pytest.mark.parametrize(
+    "container",
+    [
+        "decision-decision",  # its claim's volume, writable by the image's user through fsGroup
+        "gateway-gateway",  # its emptyDir
+    ],
+)
+def test_each_pod_can_write_its_experience_spool(played, container):
+    """The image's user writes the spool's volume, so a stopping pod keeps the experiences that wait."""
+    spool_dir = "/var/lib/edgecloud"  # base/env/decision.env, gateway.env: *_EXPERIENCE_SPOOL
     written = subprocess.run(
-        ["podman", "exec", "decision-decision", "sh", "-c", f"touch {spool_dir}/probe && rm {spool_dir}/probe"],
+        ["podman", "exec", container, "sh", "-c", f"touch {spool_dir}/probe && rm {spool_dir}/probe"],
         capture_output=True,
         text=True,
     )
