@@ -5,7 +5,7 @@ Reads only prompts_train.jsonl (the held-out sets, prompts_test.jsonl, prompts_h
 prompts_heldout3.jsonl, are for benchmarks/classifier.py and the tests). Three steps, each deterministic:
 
     .venv/bin/python scripts/train_classifier.py --distill   # data/static_table.npz from MiniLM, ~1 minute
-    .venv/bin/python scripts/train_classifier.py             # data/classifier.npz, the head, ~1 minute
+    .venv/bin/python scripts/train_classifier.py             # data/classifier.npz, the head, ~6 minutes
     .venv/bin/python scripts/train_classifier.py --sweep     # how training.FEATURES was chosen; writes nothing
 
 --distill passes every vocabulary token through the numpy MiniLM (needs scripts/bootstrap's
