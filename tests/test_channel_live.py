@@ -305,18 +305,33 @@ def test_models_pass_through_unpaced(client):
 
 
 async def test_stream_through_emulator_with_async_client(air_stack):
-    """Several users at once share the carrier: PF gives each about C / users."""
+    """Several users at once share the carrier: PF gives each about C / users, so they finish together.
+
+    3 users x 20 tokens x 32 bits over one carrier of C: every stream ends after about 60 tokens' time
+    (a scheduler that served them one after another would end the first after 20). A stall of the
+    shared machine only makes a stream later (CI once: 0.86 s against 0.6 s), so the best of
+    ``PACING_ATTEMPTS`` rounds is judged, as in the pacer's own test.
+    """
     client = openai.AsyncOpenAI(base_url=f"{air_stack[0]}/v1", api_key="unused", max_retries=0, timeout=30)
 
     async def one(user: str) -> float:
         started = time.perf_counter()
         stream = await client.chat.completions.create(
-            model="edgecloud-auto", messages=MESSAGES, max_tokens=20, stream=True, user=user
+            model="edgecloud-auto",
+            messages=MESSAGES,
+            max_tokens=20,
+            stream=True,
+            user=user,
+            extra_headers=EDGE_SUMMARY,
         )
         async for _ in stream:
             pass
         return time.perf_counter() - started
 
-    durations = await asyncio.gather(*(one(f"shared-{i}") for i in range(3)))
-    # 3 users x 20 tokens x 32 bits over one carrier of C: all done after about 60 tokens' time.
-    assert max(durations) == pytest.approx(60 * TOKEN_S, abs=0.1)
+    rounds = []
+    for attempt in range(PACING_ATTEMPTS):
+        durations = await asyncio.gather(*(one(f"shared-{attempt}-{i}") for i in range(3)))
+        rounds.append(durations)
+        if all(duration == pytest.approx(60 * TOKEN_S, abs=0.1) for duration in durations):
+            return
+    pytest.fail(f"3 shared streams did not all end after about {60 * TOKEN_S:.2f} s in any round: {rounds}")
