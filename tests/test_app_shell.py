@@ -162,8 +162,6 @@ async def test_pooled_client_connections_are_dropped_before_uvicorn_closes_them(
     upstream = UpstreamClient(GatewaySettings())
     await upstream.start()
     try:
-        assert upstream._session is not None
-        connector = upstream._session.connector
-        assert connector is not None and connector._keepalive_timeout == IDLE_CLIENT_CONNECTION_S
+        assert upstream._pool is not None and upstream._pool.idle_timeout_s == IDLE_CLIENT_CONNECTION_S
     finally:
         await upstream.close()

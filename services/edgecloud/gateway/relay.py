@@ -1,8 +1,8 @@
 """HTTP to the backends and the chunk-by-chunk relay of their answers, with timing.
 
-aiohttp is the upstream client: its C HTTP parser keeps the per-chunk cost of relaying small
-enough that relayed throughput stays close to direct throughput (see BENCHMARKS.md). Each upstream
-SSE event is forwarded as soon as its line arrives; nothing is buffered.
+The upstream client is ``upstream_http``'s lean one (httptools' parser under an asyncio protocol), which keeps
+the per-chunk cost of relaying small. Each upstream read is forwarded as soon as it arrives; nothing is
+buffered.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
-
-import aiohttp
 
 from edgecloud.core.auth import bearer_headers
 from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
@@ -33,6 +31,7 @@ from edgecloud.core.sse import DONE_EVENT, SSEEventSplitter, carries_token, carr
 from edgecloud.gateway.routing import Backend
 from edgecloud.gateway.settings import GatewaySettings
 from edgecloud.gateway.timing import RequestTiming
+from edgecloud.gateway.upstream_http import HTTPPool, UpstreamHTTPError, UpstreamResponse
 
 logger = logging.getLogger(__name__)
 
@@ -45,36 +44,31 @@ RELAYED_CLIENT_STATUSES = frozenset({400, 404, 413, 422, 429})
 
 
 class UpstreamClient:
-    """A pooled aiohttp session to the backends; start it inside the event loop that uses it."""
+    """Pooled connections to the backends; start it inside the event loop that uses it."""
 
     def __init__(self, settings: GatewaySettings):
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=settings.connect_timeout_s,
-            sock_connect=settings.connect_timeout_s,
-            sock_read=settings.read_timeout_s,
-        )
-        self._max_connections = settings.max_upstream_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._settings = settings
+        self._pool: HTTPPool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections,
-            limit_per_host=self._max_connections,
-            keepalive_timeout=IDLE_CLIENT_CONNECTION_S,
+        settings = self._settings
+        self._pool = HTTPPool(
+            max_connections=settings.max_upstream_connections,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            idle_timeout_s=IDLE_CLIENT_CONNECTION_S,
         )
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def post(
         self, backend: Backend, path: str, payload: dict[str, Any], request_id: str, service_type: str
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """POST ``payload`` to the backend; return the open response if it is a 200, else raise."""
-        if self._session is None:
+        if self._pool is None:
             raise UpstreamUnavailableError("The gateway's upstream client is not started.")
         headers = {
             "Content-Type": "application/json",
@@ -82,25 +76,23 @@ class UpstreamClient:
             SERVICE_TYPE_HEADER: service_type,
             **bearer_headers(backend.api_key),
         }
-        url = f"{backend.base_url}{path}"
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
         try:
-            response = await self._session.post(url, data=json.dumps(payload), headers=headers)
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+            response = await self._pool.post(backend.base_url, path, head, json.dumps(payload).encode())
+        except TimeoutError:
             raise UpstreamTimeoutError(f"The {backend.route} backend did not answer in time.") from None
-        except aiohttp.ClientConnectionError as exc:
-            raise UpstreamUnavailableError(
-                f"The {backend.route} backend is unreachable: {type(exc).__name__}."
-            ) from None
+        except UpstreamHTTPError as exc:
+            raise UpstreamUnavailableError(f"The {backend.route} backend is unreachable: {exc}.") from None
         if response.status != HTTPStatus.OK:
             body = await _read_quietly(response)
             raise error_from_upstream(backend, response.status, body)
         return response
 
 
-async def _read_quietly(response: aiohttp.ClientResponse) -> bytes:
+async def _read_quietly(response: UpstreamResponse) -> bytes:
     try:
         return await response.read()
-    except (TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, UpstreamHTTPError):
         return b""
     finally:
         response.release()
@@ -159,11 +151,11 @@ class Completion:
     body: bytes = b""
 
 
-async def read_completion(response: aiohttp.ClientResponse, timing: RequestTiming) -> Completion:
+async def read_completion(response: UpstreamResponse, timing: RequestTiming) -> Completion:
     """Read a non-streamed answer whole and take its token counts."""
     try:
         body = await response.read()
-    except (TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, UpstreamHTTPError):
         return Completion(Outcome.UPSTREAM_DISCONNECT)
     finally:
         response.release()
@@ -187,7 +179,7 @@ class StreamRelay:
     event, or its connection gone first; a stream closed before any of these was left by the client.
     """
 
-    def __init__(self, response: aiohttp.ClientResponse, timing: RequestTiming, client_wants_usage: bool):
+    def __init__(self, response: UpstreamResponse, timing: RequestTiming, client_wants_usage: bool):
         self.timing = timing
         self.outcome = Outcome.CLIENT_DISCONNECT
         self.events = self._relay(response, StreamState(timing, client_wants_usage))
@@ -201,11 +193,11 @@ class StreamRelay:
                 break
         return head
 
-    async def _relay(self, response: aiohttp.ClientResponse, state: StreamState) -> AsyncGenerator[bytes, None]:
+    async def _relay(self, response: UpstreamResponse, state: StreamState) -> AsyncGenerator[bytes, None]:
         splitter = SSEEventSplitter()
         reusable = False
         try:
-            async for block in response.content.iter_any():
+            async for block in response:
                 forward = state.take(splitter.feed(block))
                 if state.done:
                     # The answer is whole once [DONE] goes to the client: a client that leaves then (the openai
@@ -217,7 +209,7 @@ class StreamRelay:
                 if state.ended:
                     break
             reusable = state.done and await _body_ended(response)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, UpstreamHTTPError) as exc:
             logger.warning("upstream stream broke: %s", type(exc).__name__)
         finally:
             # A connection whose body was read to its end goes back to the pool. Closing it at [DONE] cost a backend
@@ -239,18 +231,22 @@ class StreamRelay:
             self.outcome = Outcome.SUCCESS
 
 
-async def _body_ended(response: aiohttp.ClientResponse) -> bool:
+async def _body_ended(response: UpstreamResponse) -> bool:
     """After ``[DONE]``: read what is left of the body (the chunked encoding's last chunk, sent with it or just
-    after; aiohttp gives a connection whose body ended back to its pool); False if it does not end within
+    after; a connection whose body ended goes back to the pool); False if it does not end within
     ``END_OF_BODY_WAIT_S`` and ``END_OF_BODY_READ_BYTES``."""
-    content = response.content
-    if not content.at_eof():
-        try:
-            async with asyncio.timeout(END_OF_BODY_WAIT_S):
-                await content.read(END_OF_BODY_READ_BYTES)
-        except (TimeoutError, aiohttp.ClientError):
-            return False
-    return content.at_eof()
+    if response.at_eof:
+        return True
+    left = END_OF_BODY_READ_BYTES
+    try:
+        async with asyncio.timeout(END_OF_BODY_WAIT_S):
+            while not response.at_eof:
+                left -= len(await anext(response))
+                if left < 0:
+                    return False
+    except (TimeoutError, UpstreamHTTPError, StopAsyncIteration):
+        return response.at_eof
+    return True
 
 
 class StreamState:
