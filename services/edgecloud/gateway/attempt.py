@@ -154,8 +154,8 @@ class Attempt:
         """
         try:
             yield b""
-            for chunk in head:
-                yield chunk
+            if head:
+                yield b"".join(head)  # here together: one write to the client
             async for chunk in stream.events:
                 yield chunk
         finally:
