@@ -18,6 +18,7 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from conftest import until
 from edgecloud.core.vocabulary import Action, Evaluation, ReplayOutcome, ServiceType, TaskState
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.pool import ExperiencePool, InMemoryExperiencePool, OfferResult, PoolNamespace
@@ -416,7 +417,7 @@ async def test_experiences_waiting_at_a_stop_are_spooled_and_sent_first_by_the_n
     own_server.start()
     async with redis_pool(own_server) as store:
         restarted = ResilientExperiencePool(store, retry_interval_s=0, spool_path=spool)
-        assert restarted.buffered_count == 3 and not spool.exists()
+        assert restarted.buffered_count == 3 and len(spool.read_text().splitlines()) == 3  # kept until stored
         later = dataclasses.replace(experience(STATES[0], 1.0), experience_id="later")
         await restarted.offer(namespace, later)  # the spooled ones reach the store before it
         logged = await store.latest(namespace, 10)
@@ -424,6 +425,42 @@ async def test_experiences_waiting_at_a_stop_are_spooled_and_sent_first_by_the_n
         assert [(e.state, e.reward) for e in reversed(logged)][:3] == [(e.state, e.reward) for e in waiting]
         await restarted.close()
     assert not spool.exists()  # nothing left to keep
+
+
+async def test_a_crash_while_the_store_is_down_loses_only_what_came_since_the_last_try(
+    own_server: RedisServer, namespace: PoolNamespace, tmp_path: Path
+) -> None:
+    """No ``close``: the file ``keep_flushing`` keeps current brings what waited to the next pool, and goes once the
+    store has it."""
+    spool = tmp_path / "spool.jsonl"
+    waiting = [dataclasses.replace(experience(STATES[k], 3.0 + k), experience_id=f"c{k}") for k in range(3)]
+    async with redis_pool(own_server) as store:
+        pool = ResilientExperiencePool(store, retry_interval_s=0.1, spool_path=spool)
+        await pool.version(namespace)
+        own_server.stop()
+        flusher = asyncio.create_task(pool.keep_flushing())
+        try:
+            for held in waiting[:2]:
+                assert (await pool.offer(namespace, held)).buffered
+            await until(lambda: spool.exists() and len(spool.read_text().splitlines()) == 2)
+            assert (await pool.offer(namespace, waiting[2])).buffered
+            await until(lambda: len(spool.read_text().splitlines()) == 3)  # appended at the next try
+        finally:
+            flusher.cancel()  # the crash: no close, no spool at a stop
+    own_server.start()
+    async with redis_pool(own_server) as store:
+        restarted = ResilientExperiencePool(store, retry_interval_s=0.1, spool_path=spool)
+        assert restarted.buffered_count == 3
+        own_server.stop()
+        flusher = asyncio.create_task(restarted.keep_flushing())
+        try:
+            await until(spool.exists)  # the store down again: kept again
+            own_server.start()
+            await until(lambda: restarted.buffered_count == 0 and not spool.exists())  # flushed: the copy goes
+        finally:
+            flusher.cancel()
+        logged = await store.latest(namespace, 10)
+        assert [e.experience_id for e in reversed(logged)] == ["c0", "c1", "c2"]
 
 
 async def test_a_stop_with_the_store_back_flushes_instead_of_spooling(
@@ -449,8 +486,9 @@ async def test_an_unreadable_spool_file_is_set_aside_and_the_pool_starts(
     spool.write_text(json.dumps(good) + "\nnot json\n")
     async with redis_pool(shared_server) as store:
         pool = ResilientExperiencePool(store, spool_path=spool)
-    assert pool.buffered_count == 1  # what could be read
-    assert not spool.exists() and (tmp_path / "spool.jsonl.unreadable").read_text().endswith("not json\n")
+    assert pool.buffered_count == 1  # what could be read, kept in the file again until it is stored
+    assert len(spool.read_text().splitlines()) == 1
+    assert (tmp_path / "spool.jsonl.unreadable").read_text().endswith("not json\n")
 
 
 async def test_a_spool_that_cannot_be_written_is_logged_not_raised(

@@ -55,13 +55,16 @@ def test_experiences_waiting_for_redis_survive_a_restart_of_the_service(tmp_path
         redis_server.start()
         second = decision_service(tmp_path / "second", redis_server.url, spool)
         try:
-            assert not spool.exists()  # read back at the start, held until Redis takes them
             # Said in the service's log: logging is set up before the app (and its pool) is built.
             assert "read 3 experiences spooled by the last run" in second.log_path.read_text()
             deadline = time.monotonic() + FLUSH_DEADLINE_S
             while (pool := httpx.get(f"{second.base_url}/v1/pool").json())["version"] == 0:
                 if time.monotonic() > deadline:
                     pytest.fail(f"the spooled experiences never reached Redis: {pool}")
+                time.sleep(0.2)
+            while spool.exists():  # read back at the start and kept until Redis took them; then it goes
+                if time.monotonic() > deadline:
+                    pytest.fail("the spool file outlived the flush")
                 time.sleep(0.2)
             # The best of the three (1.0 s) is the coding example, as if Redis had never been down.
             [example] = [e for e in pool["examples"] if e["service_type"] == "coding"]

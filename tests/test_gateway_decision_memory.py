@@ -19,6 +19,7 @@ import httpx
 import pytest
 import uvicorn
 
+from conftest import until
 from edgecloud.core.headers import DECISION_LATENCY_MS_HEADER, DECISION_SOURCE_HEADER, ROUTE_HEADER
 from edgecloud.core.protocol import ChatCompletionRequest
 from edgecloud.core.redis_guard import redis_client
@@ -501,6 +502,42 @@ async def test_what_a_stop_could_not_post_is_posted_by_the_next_start(shared_ser
         f"req-{index:04d}" for index in range(4)
     ]
     assert metrics.experiences.labels("stored")._value.get() == 4 and not spool.exists()
+
+
+async def test_a_crash_while_the_decision_service_is_down_loses_only_the_last_retry_intervals(
+    shared_server: RedisServer, tmp_path
+) -> None:
+    """No stop, no stop-time spool: the file kept current at each failed post carries what waited to the next start,
+    and goes once the service has stored it."""
+    port, spool = free_port(), tmp_path / "gateway-spool.jsonl"
+    cell = f"t{uuid.uuid4().hex[:12]}"
+    settings = GatewaySettings(decision_url=f"http://127.0.0.1:{port}", cell=cell, experience_spool=spool)
+    crashed = ExperienceWriter(settings, GatewayMetrics())
+    await crashed.start()
+    for index in range(3):
+        crashed.served(served(index), over_the_air=False)
+    await until(lambda: spool.exists() and len(spool.read_text().splitlines()) == 3)
+    crashed.served(served(3), over_the_air=False)  # appended at the next retry, a second later
+    await until(lambda: len(spool.read_text().splitlines()) == 4)
+    for task in crashed._tasks:  # the crash: the tasks end, nothing posts or writes at a stop
+        task.cancel()
+    assert crashed._session is not None
+    await crashed._session.close()
+    metrics = GatewayMetrics()
+    started = ExperienceWriter(settings, metrics)
+    await started.start()
+    try:
+        assert started.queued == 4
+        await until(spool.exists)  # read back at the start and kept until posted
+        async with decision_service(shared_server.url, port=port):
+            await wait_until_sent(started)
+            assert not spool.exists()  # all stored: the copy goes
+    finally:
+        await started.close()
+    assert await logged_request_ids(shared_server.url, PoolNamespace(cell, "icl")) == [
+        f"req-{index:04d}" for index in range(4)
+    ]
+    assert metrics.experiences.labels("stored")._value.get() == 4
 
 
 async def test_the_pool_version_key_is_the_one_the_decision_service_moves(shared_server: RedisServer) -> None:

@@ -6,6 +6,11 @@ to a file of JSON lines, written whole or not at all (a partial file, then a ren
 reads them back first and removes the file. A file that cannot be read (not one a service wrote) is set
 aside beside it, not lost and not read again; a file that cannot be written is logged, never raised: a
 stop goes on.
+
+A crash (a kill, an OOM kill) has no stop. So while the hop is down, ``OutageSpool`` keeps the same file
+current: each retry appends what arrived since the last one, and the file goes once nothing waits. A crash
+then loses only what arrived within the last retry interval. An experience in the file that was stored before
+the crash is offered again by the next start and skipped by its ``experience_id`` (the pool's recorded ids).
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ T = TypeVar("T")
 
 
 def write_spool(path: Path | None, records: Sequence[dict[str, Any]], what: str, log: logging.Logger) -> bool:
-    """``records`` to ``path`` as JSON lines (replacing any earlier file); True if they are kept."""
+    """``records`` to ``path`` as JSON lines, replacing any earlier file (with none, an outage's file is removed:
+    what it held went on); True if they are kept."""
     if not records:
+        if path is not None:
+            path.unlink(missing_ok=True)
         return True
     if path is None:
         log.error("stopping with %d %s not handed on and no spool file: lost", len(records), what)
@@ -55,3 +63,34 @@ def read_spool(path: Path | None, parse: Callable[[dict[str, Any]], T], what: st
         path.unlink()
     log.info("read %d %s spooled by the last run; they go first", len(held), what)
     return held
+
+
+class OutageSpool:
+    """The spool file kept current while experiences wait on a hop that is down (the module docstring)."""
+
+    def __init__(self, path: Path | None, log: logging.Logger):
+        self.path = path
+        self.log = log
+        self.holding = False  # the file holds what waited when it was last written
+        self._arrived = 0
+
+    def keep(self, waiting: Sequence[T], arrived: int, record: Callable[[T], dict[str, Any]]) -> None:
+        """Append to the file what ``waiting`` (oldest first) gained since the last call: its last ``arrived`` minus
+        the last call's ``arrived`` (a running count of what joined it); on the first call of an outage, all of it."""
+        if self.path is None:
+            return
+        new = len(waiting) if not self.holding else min(arrived - self._arrived, len(waiting))
+        try:
+            with self.path.open("a" if self.holding else "w") as file:
+                file.writelines(json.dumps(record(item)) + "\n" for item in waiting[len(waiting) - new :])
+        except OSError as error:
+            self.log.debug("spool file %s not kept current (%r)", self.path, error)
+            return
+        self.holding = True
+        self._arrived = arrived
+
+    def clear(self) -> None:
+        """Nothing waits any more: the file goes (a copy of what went on would be offered again at the next start)."""
+        if self.holding and self.path is not None:
+            self.path.unlink(missing_ok=True)
+        self.holding = False

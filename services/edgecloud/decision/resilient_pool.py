@@ -15,7 +15,9 @@ whose reply was lost) is not buffered twice: its first provisional result comes 
 
 When the service stops with experiences still waiting, ``close`` writes them to the spool file
 (``spool_path``, ``core.spool``) and a pool built on the same file reads them back first, so a restart while
-the store is down loses nothing; without a spool file they are lost, and the log says how many.
+the store is down loses nothing; without a spool file they are lost, and the log says how many. While they
+wait, ``keep_flushing`` keeps the same file current at every try (``core.spool.OutageSpool``), so a crash
+loses only what arrived within the last retry interval.
 
 Once the store answers, the buffer is flushed, oldest first, before the operation that found it back,
 so the pool ends as if nothing had failed; ``keep_flushing`` (the service runs it in the background)
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecloud.core.redis_guard import CALL_TIMEOUT_S, RETRY_INTERVAL_S, RedisGuard
-from edgecloud.core.spool import read_spool, write_spool
+from edgecloud.core.spool import OutageSpool, read_spool, write_spool
 from edgecloud.decision.experience import Experience
 from edgecloud.decision.pool import ExperiencePool, OfferResult, PoolNamespace, PoolSnapshot
 from edgecloud.decision.replay import replay
@@ -90,6 +92,8 @@ class ResilientExperiencePool:
         self._latest: dict[PoolNamespace, list[Experience]] = {}
         self.dropped_count = 0
         self.spool_path = spool_path
+        self._outage_spool = OutageSpool(spool_path, logger)
+        self._held_count = 0  # experiences buffered so far, for the outage spool's appends
         self._restore()
 
     @property
@@ -133,10 +137,14 @@ class ResilientExperiencePool:
         return len(self._buffer)
 
     async def keep_flushing(self) -> None:
-        """Until cancelled: every retry interval, what waits goes to the store if it answers."""
+        """Until cancelled: every retry interval, what waits goes to the store if it answers, and what still waits
+        to the spool file."""
         while True:
             await asyncio.sleep(max(self._store.retry_interval_s, FLUSH_INTERVAL_FLOOR_S))
-            await self.flush_if_reachable()
+            if await self.flush_if_reachable():
+                self._outage_spool.keep(list(self._buffer), self._held_count, _spool_record)
+            else:
+                self._outage_spool.clear()
 
     async def close(self) -> None:
         """At the service's stop: what still waits goes to the store if it answers now, else to the spool file."""
@@ -146,13 +154,15 @@ class ResilientExperiencePool:
             self._spool()
 
     def _spool(self) -> None:
-        records = [_spool_record(namespace, experience) for namespace, experience in self._buffer]
+        records = [_spool_record(held) for held in self._buffer]
         write_spool(self.spool_path, records, "experiences", logger)
 
     def _restore(self) -> None:
         """The experiences an earlier run spooled, first in the buffer (``core.spool``)."""
         self._buffer.extend(read_spool(self.spool_path, _spooled, "experiences", logger))
         self._trim()
+        if self._buffer:
+            self._outage_spool.keep(list(self._buffer), self._held_count, _spool_record)  # until they are flushed
 
     async def offer(self, namespace: PoolNamespace, experience: Experience) -> OfferResult:
         return (await self.offer_many([(namespace, experience)]))[0]
@@ -215,6 +225,7 @@ class ResilientExperiencePool:
         if experience.experience_id and held in self._held:
             return dataclasses.replace(self._held[held], duplicate=True)
         self._buffer.append((namespace, experience))
+        self._held_count += 1
         cached = self._snapshots.get(namespace)
         examples = cached.examples if cached is not None else ()
         stored = next((example for example in examples if example.state == experience.state), None)
@@ -238,7 +249,8 @@ class ResilientExperiencePool:
                 )
 
 
-def _spool_record(namespace: PoolNamespace, experience: Experience) -> dict[str, Any]:
+def _spool_record(held: tuple[PoolNamespace, Experience]) -> dict[str, Any]:
+    namespace, experience = held
     return {"cell": namespace.cell, "policy": namespace.policy, "experience": experience.to_json()}
 
 

@@ -94,8 +94,9 @@ class DecisionSettings(ServerSettings, RedisClientSettings):
     experience_buffer: int = Field(10_000, ge=1, description="Experiences kept in memory while Redis is down.")
     experience_spool: Path | None = Field(
         None,
-        description="A file that keeps the experiences still waiting for Redis when the service stops; the next "
-        "start reads it back and sends them first. Unset: they are lost at a stop (the log says how many).",
+        description="A file that keeps the experiences still waiting for Redis when the service stops (kept "
+        "current while Redis is down, for a crash); the next start reads it back and sends them first. Unset: they "
+        "are lost at a stop (the log says how many).",
     )
     max_body_bytes: int = Field(
         256 * 1024,

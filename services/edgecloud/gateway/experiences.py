@@ -17,7 +17,8 @@ the queue overflows is the oldest waiting experience dropped (never one of the b
 request whose air report never comes is dropped rather than guessed; both are counted. At a stop, what
 still waits is posted once more within ``experience_stop_timeout_s``; what does not go is written to the
 spool file (``experience_spool``, ``core.spool``), which the next start posts first, or without one counted
-as lost.
+as lost. While the decision service is down the same file is kept current at every retry
+(``core.spool.OutageSpool``), so a crash loses only what arrived within the last retry interval.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pydantic import ValidationError
 from edgecloud.core.auth import bearer_headers
 from edgecloud.core.connections import IDLE_CLIENT_CONNECTION_S
 from edgecloud.core.headers import JSON_CONTENT
-from edgecloud.core.spool import read_spool, write_spool
+from edgecloud.core.spool import OutageSpool, read_spool, write_spool
 from edgecloud.core.vocabulary import Action, DecisionSource, ServiceType
 from edgecloud.core.wire import (
     CLIENT_CHOICES_CELL_SUFFIX,
@@ -107,6 +108,8 @@ class ExperienceWriter:
         self._sending: list[Pending] = []  # the batch being posted, out of the queue until it is answered
         self._waiting_for_air: OrderedDict[str, tuple[ServedRequest, float]] = OrderedDict()
         self._early_reports: OrderedDict[str, tuple[AirReport, float]] = OrderedDict()
+        self._outage_spool = OutageSpool(settings.experience_spool, logger)
+        self._arrived = 0  # experiences that joined the queue so far, for the outage spool's appends
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,6 +122,7 @@ class ExperienceWriter:
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S))
         self._queue.extendleft(reversed(read_spool(self.spool_path, Pending.from_record, "experiences", logger)))
         if self._queue:
+            self._outage_spool.keep(self.waiting(), self._arrived, Pending.to_record)  # until they are posted
             self.metrics.experience_queue.set(self.queued)
             self._wake.set()
         self._tasks = [asyncio.create_task(self._post_forever()), asyncio.create_task(self._sweep_forever())]
@@ -190,6 +194,7 @@ class ExperienceWriter:
             self.metrics.experiences.labels("refused").inc()
             return
         self._queue.append(Pending(request.route, body))
+        self._arrived += 1
         while self.queued > self.capacity and self._queue:
             self._queue.popleft()
             self.metrics.experiences.labels("dropped_overflow").inc()
@@ -225,7 +230,10 @@ class ExperienceWriter:
             if await self._post(self._sending):
                 self._sending = []
                 self.metrics.experience_queue.set(self.queued)
+                if not self.queued:
+                    self._outage_spool.clear()
             else:
+                self._outage_spool.keep(self.waiting(), self._arrived, Pending.to_record)
                 await asyncio.sleep(RETRY_INTERVAL_S)
 
     async def _post(self, batch: list[Pending]) -> bool:

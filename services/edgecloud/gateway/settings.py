@@ -205,8 +205,9 @@ class GatewaySettings(ServerSettings, RedisClientSettings):
     )
     experience_spool: Path | None = Field(
         None,
-        description="JSON-lines file for the experiences the decision service did not take before a stop; the "
-        "next start posts them first. Unset: they are lost (and counted). In a container: on a volume.",
+        description="JSON-lines file for the experiences the decision service did not take before a stop (kept "
+        "current while it is down, for a crash); the next start posts them first. Unset: they are lost (and "
+        "counted). In a container: on a volume.",
     )
     lengths_batch_size: int = Field(
         100,
